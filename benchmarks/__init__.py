@@ -1,0 +1,1 @@
+"""Benchmark suites, the evaluation runner and the ``protobench`` command line."""

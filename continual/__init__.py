@@ -1,0 +1,1 @@
+"""Continual-learning task streams, learners and metrics (to come; see DESIGN.md)."""

@@ -1,0 +1,88 @@
+"""Few-shot evaluation: accuracy per episode, batched from cached embeddings or one by one.
+
+Accuracies are fractions in [0, 1]. The 95% confidence interval half-width is
+``1.96 * std / sqrt(n)`` over episodes, with the sample standard deviation (ddof=1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from fewshot.episodes import Episode, EpisodeSpec
+from fewshot.sampler import EpisodeSampler
+
+
+def mean_ci95(accuracies) -> tuple[float, float]:
+    """Mean and 95% CI half-width (1.96 * sample std / sqrt(n)) of per-episode accuracies."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    if values.size < 2:
+        raise ValueError("a confidence interval needs at least two episodes")
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
+
+
+def stack_images(source, indices) -> torch.Tensor:
+    """Images of ``source`` at ``indices`` as one tensor (uses ``source.images`` when present)."""
+    images = getattr(source, "images", None)
+    if isinstance(images, torch.Tensor):
+        return images[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+    return torch.stack([torch.as_tensor(source[int(i)][0]) for i in indices])
+
+
+@torch.no_grad()
+def embed_source(learner, source, batch_size: int = 1024, progress=None) -> torch.Tensor:
+    """``learner.embed`` of every example of ``source``, in index order: (n, d) on the CPU."""
+    chunks = []
+    for start in range(0, len(source), batch_size):
+        indices = np.arange(start, min(start + batch_size, len(source)))
+        chunks.append(learner.embed(stack_images(source, indices)).float().cpu())
+        if progress is not None:
+            progress.update(len(indices))
+    return torch.cat(chunks)
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(-1) == labels).double().mean(-1)
+
+
+@torch.no_grad()
+def evaluate_cached(learner, embeddings: torch.Tensor, sampler: EpisodeSampler, chunk: int = 256) -> np.ndarray:
+    """Per-episode accuracy of every episode of ``sampler``, scored from cached embeddings.
+
+    Fixed specs are scored ``chunk`` episodes at a time with one batched call of
+    ``learner.logits_from_embeddings``; variable specs one episode at a time with the same call.
+    """
+    accuracies = np.empty(len(sampler), dtype=np.float64)
+    if isinstance(sampler.spec, EpisodeSpec):
+        n_way = sampler.spec.n_way
+        for start in range(0, len(sampler), chunk):
+            batch = sampler.batch(start, min(start + chunk, len(sampler)))
+            support = embeddings[torch.from_numpy(batch.support)]
+            query = embeddings[torch.from_numpy(batch.query)]
+            logits = learner.logits_from_embeddings(support, torch.from_numpy(batch.support_labels), n_way, query)
+            accuracies[start : start + len(batch)] = _accuracy(logits, torch.from_numpy(batch.query_labels)).numpy()
+        return accuracies
+    for number, episode in enumerate(sampler.episodes()):
+        accuracies[number] = _score_episode(learner, embeddings[torch.from_numpy(episode.support)],
+                                            embeddings[torch.from_numpy(episode.query)], episode)
+    return accuracies
+
+
+def _score_episode(learner, support: torch.Tensor, query: torch.Tensor, episode: Episode) -> float:
+    logits = learner.logits_from_embeddings(
+        support[None], torch.from_numpy(episode.support_labels), episode.n_way, query[None]
+    )
+    return float(_accuracy(logits, torch.from_numpy(episode.query_labels)[None])[0])
+
+
+@torch.no_grad()
+def evaluate_per_episode(learner, source, episodes: Iterable[Episode]) -> np.ndarray:
+    """Per-episode accuracy, embedding each episode's own images (the reference loop)."""
+    accuracies = []
+    for episode in episodes:
+        support = learner.embed(stack_images(source, episode.support)).float().cpu()
+        query = learner.embed(stack_images(source, episode.query)).float().cpu()
+        accuracies.append(_score_episode(learner, support, query, episode))
+    return np.asarray(accuracies, dtype=np.float64)

@@ -1,0 +1,1 @@
+"""Result-file schema, validator and (to come) ranking and page builder."""
