@@ -43,7 +43,7 @@ class ProtoNetRun:
     train_spec: EpisodeSpec
     train_episodes: int
     tests: tuple[TestSetting, ...]
-    val_spec: EpisodeSpec
+    val_spec: EpisodeSpec | None
     val_episodes: int = 300
     validate_every: int = 500
     lr: float = 1e-3
@@ -77,7 +77,9 @@ def train_or_load(run: ProtoNetRun, sources: dict, out_dir: Path, device: str, p
         saved = torch.load(final, weights_only=False)
         learner.backbone.load_state_dict(saved["model"])
         return learner, saved["training"]
-    validate = _validator(sources["val"], run.val_spec, run.val_episodes, run.val_seed)
+    validate = None
+    if run.val_spec is not None and sources.get("val") is not None:
+        validate = _validator(sources["val"], run.val_spec, run.val_episodes, run.val_seed)
     started = time.perf_counter()
     learner.fit(
         sources["train"], run.train_spec, n_episodes=run.train_episodes, seed=run.train_seed,

@@ -1,0 +1,1 @@
+"""Speed benchmarks (run as ``python -m benchmarks.perf.<name>``); ratios against an in-process baseline."""
