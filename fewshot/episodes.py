@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,7 @@ class Episode:
         return [indices[labels == c].tolist() for c in range(self.n_way)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EpisodeBatch:
     """Many fixed-spec episodes as arrays: classes (B, N), support (B, N*K), query (B, N*Q).
 
@@ -145,11 +146,11 @@ class EpisodeBatch:
     support: np.ndarray
     query: np.ndarray
 
-    @property
+    @cached_property
     def support_labels(self) -> np.ndarray:
         return np.repeat(np.arange(self.spec.n_way, dtype=np.int64), self.spec.n_shot)
 
-    @property
+    @cached_property
     def query_labels(self) -> np.ndarray:
         return np.repeat(np.arange(self.spec.n_way, dtype=np.int64), self.spec.n_query)
 

@@ -43,12 +43,18 @@ def embed_source(learner, source, batch_size: int = 1024, progress=None) -> torc
     return torch.cat(chunks)
 
 
+def _gather(embeddings: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
+    """Rows of ``embeddings`` at ``indices`` (B, k) -> (B, k, d); index_select is the fast gather."""
+    flat = embeddings.index_select(0, torch.from_numpy(indices.reshape(-1)))
+    return flat.view(*indices.shape, embeddings.shape[1])
+
+
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == labels).double().mean(-1)
 
 
 @torch.no_grad()
-def evaluate_cached(learner, embeddings: torch.Tensor, sampler: EpisodeSampler, chunk: int = 256) -> np.ndarray:
+def evaluate_cached(learner, embeddings: torch.Tensor, sampler: EpisodeSampler, chunk: int = 64) -> np.ndarray:
     """Per-episode accuracy of every episode of ``sampler``, scored from cached embeddings.
 
     Fixed specs are scored ``chunk`` episodes at a time with one batched call of
@@ -59,8 +65,8 @@ def evaluate_cached(learner, embeddings: torch.Tensor, sampler: EpisodeSampler, 
         n_way = sampler.spec.n_way
         for start in range(0, len(sampler), chunk):
             batch = sampler.batch(start, min(start + chunk, len(sampler)))
-            support = embeddings[torch.from_numpy(batch.support)]
-            query = embeddings[torch.from_numpy(batch.query)]
+            support = _gather(embeddings, batch.support)
+            query = _gather(embeddings, batch.query)
             logits = learner.logits_from_embeddings(support, torch.from_numpy(batch.support_labels), n_way, query)
             accuracies[start : start + len(batch)] = _accuracy(logits, torch.from_numpy(batch.query_labels)).numpy()
         return accuracies

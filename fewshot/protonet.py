@@ -36,7 +36,7 @@ def prototype_logits(
         one_hot = one_hot.expand(support.shape[0], -1, -1)
     prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(1).unsqueeze(-1)
     cross = query @ prototypes.transpose(1, 2)
-    return 2 * cross - query.pow(2).sum(-1, keepdim=True) - prototypes.pow(2).sum(-1).unsqueeze(1)
+    return 2 * cross - (query * query).sum(-1, keepdim=True) - (prototypes * prototypes).sum(-1).unsqueeze(1)
 
 
 class PrototypicalNetwork:

@@ -170,10 +170,9 @@ class EpisodeSampler:
         self._check_range(start, stop)
         if not isinstance(self.spec, EpisodeSpec):
             keys = episode_keys(self.seed, np.arange(start, stop))
-            yield from (self._variable_episode(key) for key in keys)
-            return
-        for chunk_start in range(start, stop, _ITER_CHUNK):
-            yield from self.batch(chunk_start, min(chunk_start + _ITER_CHUNK, stop))
+            return (self._variable_episode(key) for key in keys)
+        chunks = (self.batch(first, min(first + _ITER_CHUNK, stop)) for first in range(start, stop, _ITER_CHUNK))
+        return (episode for chunk in chunks for episode in chunk)
 
     def __iter__(self) -> Iterator[list[int]]:
         """One list of source indices per episode (support, then query): a ``batch_sampler``."""

@@ -26,12 +26,11 @@ def fixed_problem(draw):
     big = draw(st.lists(st.integers(need, need + 25), min_size=n_big, max_size=n_big))
     small = draw(st.lists(st.integers(1, need - 1), max_size=3)) if need > 1 else []
     counts = big + small
-    values = draw(st.lists(st.integers(-1000, 10**6), min_size=len(counts),
-                           max_size=len(counts), unique=True))
+    values = draw(st.lists(st.integers(-1000, 10**6), min_size=len(counts), max_size=len(counts), unique=True))
     labels = np.repeat(np.array(values, dtype=np.int64), counts)
     rng = np.random.Generator(np.random.PCG64(draw(st.integers(0, 2**32 - 1))))
     rng.shuffle(labels)
-    return labels, EpisodeSpec(n_way, n_shot, n_query), dict(zip(values, counts))
+    return labels, EpisodeSpec(n_way, n_shot, n_query), dict(zip(values, counts, strict=True))
 
 
 @st.composite
@@ -41,7 +40,7 @@ def variable_problem(draw):
     labels = np.repeat(np.arange(n_classes, dtype=np.int64) * 3 + 7, counts)
     rng = np.random.Generator(np.random.PCG64(draw(st.integers(0, 2**32 - 1))))
     rng.shuffle(labels)
-    return labels, dict(zip((np.arange(n_classes) * 3 + 7).tolist(), counts))
+    return labels, dict(zip((np.arange(n_classes) * 3 + 7).tolist(), counts, strict=True))
 
 
 def check_episode_structure(episode, labels):
@@ -158,7 +157,7 @@ def test_variable_episode_bounds(problem, seed):
         smallest = min(counts[int(c)] for c in episode.classes)
         assert query_sizes.pop() == min(10, smallest // 2)
         assert len(episode.support) <= 500
-        for c, s, q in zip(episode.classes, support_groups, query_groups):
+        for c, s, q in zip(episode.classes, support_groups, query_groups, strict=True):
             assert len(s) >= 1
             assert len(s) + len(q) <= counts[int(c)]
         # random access on variable specs

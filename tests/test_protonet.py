@@ -1,0 +1,91 @@
+"""Prototypical Networks: the classifier, batched evaluation equal to the per-episode loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
+from fewshot.backbones import Conv4
+from fewshot.datasets import TensorSource, load_digits_source
+from fewshot.evaluation import embed_source, evaluate_cached, evaluate_per_episode, mean_ci95
+from fewshot.protonet import PrototypicalNetwork, prototype_logits
+
+
+def test_prototype_logits_are_negative_squared_distances_to_class_means():
+    generator = torch.Generator().manual_seed(0)
+    support = torch.randn(2, 6, 4, generator=generator)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    query = torch.randn(2, 5, 4, generator=generator)
+    logits = prototype_logits(support, labels, 3, query)
+    for b in range(2):
+        prototypes = torch.stack([support[b, labels == c].mean(0) for c in range(3)])
+        expected = -((query[b, :, None, :] - prototypes[None]) ** 2).sum(-1)
+        torch.testing.assert_close(logits[b], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv4_output_sizes():
+    assert Conv4(1)(torch.zeros(2, 1, 28, 28)).shape == (2, 64)
+    assert Conv4(3)(torch.zeros(2, 3, 84, 84)).shape == (2, 1600)
+
+
+@pytest.fixture(scope="module")
+def digits_and_learner():
+    torch.manual_seed(0)
+    learner = PrototypicalNetwork(in_channels=1)
+    return load_digits_source(), learner
+
+
+@pytest.mark.parametrize("spec", [EpisodeSpec(5, 1, 15), EpisodeSpec(5, 5, 10), VariableEpisodeSpec(max_way=10)])
+def test_batched_cached_evaluation_equals_per_episode_loop(digits_and_learner, spec):
+    source, learner = digits_and_learner
+    sampler = EpisodeSampler(source, spec, seed=11, n_episodes=60)
+    cached = evaluate_cached(learner, embed_source(learner, source), sampler, chunk=16)
+    looped = evaluate_per_episode(learner, source, sampler.episodes())
+    assert cached.shape == (60,)
+    np.testing.assert_array_equal(cached, looped)
+    assert 0.2 < cached.mean() < 1.0  # an untrained Conv-4 is better than chance on digits
+
+
+def test_short_training_lowers_loss_and_raises_accuracy_on_training_digits():
+    torch.manual_seed(0)
+    train = load_digits_source().subset(range(5))
+    sampler = EpisodeSampler(train, EpisodeSpec(5, 1, 15), seed=3, n_episodes=100)
+    learner = PrototypicalNetwork()
+    before = evaluate_cached(learner, embed_source(learner, train), sampler).mean()
+    learner.fit(train, EpisodeSpec(5, 5, 10), n_episodes=40, seed=0, validate_every=20, progress=False)
+    after = evaluate_cached(learner, embed_source(learner, train), sampler).mean()
+    assert after > before + 0.05
+    losses = [record["train_loss"] for record in learner.history]
+    assert [record["episode"] for record in learner.history] == [20, 40]
+    assert losses[1] < losses[0]
+    assert learner.trained_episodes == 40
+
+
+def test_training_resumes_from_checkpoint_with_the_same_weights(tmp_path):
+    images = torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    source = TensorSource(images, np.repeat(np.arange(6), 10))
+    spec = EpisodeSpec(3, 2, 2)
+
+    def train(n_episodes, checkpoint):
+        torch.manual_seed(0)
+        learner = PrototypicalNetwork()
+        return learner.fit(source, spec, n_episodes=n_episodes, seed=5, validate_every=4,
+                           checkpoint=checkpoint, progress=False)
+
+    straight = train(8, None)
+    checkpoint = tmp_path / "state.pt"
+    train(4, checkpoint)  # "interrupted" after 4 episodes: the checkpoint holds episode 4
+    resumed = train(8, checkpoint)
+    for a, b in zip(straight.backbone.state_dict().values(), resumed.backbone.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_mean_ci95_definition():
+    values = np.array([0.5, 0.7, 0.9, 1.0])
+    mean, ci = mean_ci95(values)
+    assert mean == pytest.approx(0.775)
+    assert ci == pytest.approx(1.96 * np.std(values, ddof=1) / 2)
+    with pytest.raises(ValueError, match="at least two"):
+        mean_ci95([0.5])
