@@ -76,7 +76,8 @@ def _cmd_run(args) -> int:
     for result in rows:
         mean, ci = result["metrics"]["mean_accuracy"]["value"], result["metrics"]["ci95"]["value"]
         print(f"{result['benchmark']['name']:16s} {result['method']['name']:10s} "
-              f"{result['benchmark']['protocol']:18s} {100 * mean:11.2f} +- {100 * ci:4.2f} {result['episodes']['n']:9d}")
+              f"{result['benchmark']['protocol']:18s} {100 * mean:11.2f} +- {100 * ci:4.2f} "
+              f"{result['episodes']['n']:9d}")
     print(f"\n{len(rows)} result files in {out_dir}/")
     return 0
 

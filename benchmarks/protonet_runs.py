@@ -25,7 +25,7 @@ from fewshot.sampler import EpisodeSampler
 
 
 @dataclass(frozen=True)
-class TestSetting:
+class EvalSetting:
     """Evaluation on ``n_episodes`` test episodes of ``spec`` drawn with ``seed``."""
 
     spec: EpisodeSpec
@@ -42,7 +42,7 @@ class ProtoNetRun:
     dataset: str
     train_spec: EpisodeSpec
     train_episodes: int
-    tests: tuple[TestSetting, ...]
+    tests: tuple[EvalSetting, ...]
     val_spec: EpisodeSpec | None
     val_episodes: int = 300
     validate_every: int = 500

@@ -107,7 +107,8 @@ def result_filename(result: dict) -> str:
     """``<benchmark>__<method>__<way>w<shot>s__<digest prefix>.json``."""
     spec = result["benchmark"]["episode_spec"]
     setting = f"{spec['n_way']}w{spec['n_shot']}s" if spec["kind"] == "fixed" else "variable"
-    return f"{result['benchmark']['name']}__{result['method']['name']}__{setting}__{result['episodes']['digest'][:12]}.json"
+    name, method = result["benchmark"]["name"], result["method"]["name"]
+    return f"{name}__{method}__{setting}__{result['episodes']['digest'][:12]}.json"
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

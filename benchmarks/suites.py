@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.protonet_runs import ProtoNetRun, TestSetting
+from benchmarks.protonet_runs import EvalSetting, ProtoNetRun
 from benchmarks.results import directory_checksum
 from fewshot.episodes import EpisodeSpec
 
@@ -53,7 +53,7 @@ QUICK = Suite(
         ProtoNetRun(name="digits-protonet-5shot", benchmark="digits-heldout", dataset="sklearn-digits",
                     train_spec=EpisodeSpec(5, 5, 10), train_episodes=300, lr_step=100, val_spec=None,
                     validate_every=100,
-                    tests=(TestSetting(EpisodeSpec(5, 1, 15)), TestSetting(EpisodeSpec(5, 5, 15)))),
+                    tests=(EvalSetting(EpisodeSpec(5, 1, 15)), EvalSetting(EpisodeSpec(5, 5, 15)))),
     ),
     load=_load_digits,
     needs_data_root=False,
@@ -66,11 +66,11 @@ OMNIGLOT = Suite(
         ProtoNetRun(name="omniglot-protonet-1shot", benchmark="omniglot", dataset="omniglot-vinyals",
                     train_spec=EpisodeSpec(60, 1, 5), train_episodes=6000, lr_step=2000,
                     val_spec=EpisodeSpec(20, 1, 15),
-                    tests=(TestSetting(EpisodeSpec(5, 1, 15)), TestSetting(EpisodeSpec(20, 1, 15)))),
+                    tests=(EvalSetting(EpisodeSpec(5, 1, 15)), EvalSetting(EpisodeSpec(20, 1, 15)))),
         ProtoNetRun(name="omniglot-protonet-5shot", benchmark="omniglot", dataset="omniglot-vinyals",
                     train_spec=EpisodeSpec(60, 5, 5), train_episodes=3600, lr_step=1200,
                     val_spec=EpisodeSpec(20, 5, 15),
-                    tests=(TestSetting(EpisodeSpec(5, 5, 15)), TestSetting(EpisodeSpec(20, 5, 15)))),
+                    tests=(EvalSetting(EpisodeSpec(5, 5, 15)), EvalSetting(EpisodeSpec(20, 5, 15)))),
     ),
     load=_load_omniglot,
     needs_data_root=True,

@@ -78,7 +78,7 @@ class EpisodeSampler:
         small = counts < spec.examples_per_class
         self.dropped_classes = classes[small]
         if small.any() and not drop_small_classes:
-            shown = ", ".join(f"{c} ({n})" for c, n in zip(classes[small][:10], counts[small][:10]))
+            shown = ", ".join(f"{c} ({n})" for c, n in zip(classes[small][:10], counts[small][:10], strict=True))
             more = f" and {small.sum() - 10} more" if small.sum() > 10 else ""
             raise ValueError(
                 f"{small.sum()} classes have fewer than the {spec.examples_per_class} examples an "
@@ -143,7 +143,8 @@ class EpisodeSampler:
         stream = CounterStream(np.array([key]))
         max_way = min(spec.max_way, len(self.classes))
         n_way = spec.min_way + int(stream.uniform(1)[0, 0] * (max_way - spec.min_way + 1))
-        class_pos = sample_distinct(stream.uniform(n_way), stream.uniform(n_way), np.array([len(self.classes)]), n_way)[0]
+        n_classes = np.array([len(self.classes)])
+        class_pos = sample_distinct(stream.uniform(n_way), stream.uniform(n_way), n_classes, n_way)[0]
         sizes = self.class_sizes[class_pos]
         n_query = min(spec.max_query, int(sizes.min()) // 2)
         remaining = sizes - n_query
@@ -156,7 +157,7 @@ class EpisodeSampler:
         shots = np.floor(weights / weights.sum() * (support_size - n_way)).astype(np.int64) + 1
         shots = np.minimum(shots, remaining)
         support_groups, query_groups = [], []
-        for c, (pos, shot) in enumerate(zip(class_pos, shots)):
+        for c, (pos, shot) in enumerate(zip(class_pos, shots, strict=True)):
             m = int(shot) + n_query
             picked = sample_distinct(stream.uniform(m), stream.uniform(m), sizes[c : c + 1], m)[0]
             examples = self._by_class[self._starts[pos] + picked]

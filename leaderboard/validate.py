@@ -53,7 +53,8 @@ def validate_result(result) -> list[str]:
     for name, value in recomputed_metrics(result).items():
         claimed = result["metrics"][name]["value"]
         if not abs(claimed - value) <= TOLERANCE:
-            problems.append(f"$.metrics.{name}.value: {claimed!r} does not match {value!r} recomputed from the evidence")
+            problems.append(f"$.metrics.{name}.value: {claimed!r} does not match {value!r} "
+                            "recomputed from the evidence")
     return problems
 
 

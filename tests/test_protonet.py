@@ -78,7 +78,7 @@ def test_training_resumes_from_checkpoint_with_the_same_weights(tmp_path):
     checkpoint = tmp_path / "state.pt"
     train(4, checkpoint)  # "interrupted" after 4 episodes: the checkpoint holds episode 4
     resumed = train(8, checkpoint)
-    for a, b in zip(straight.backbone.state_dict().values(), resumed.backbone.state_dict().values()):
+    for a, b in zip(straight.backbone.state_dict().values(), resumed.backbone.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
 
 

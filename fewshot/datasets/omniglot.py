@@ -71,7 +71,8 @@ def _read_folder_characters(root: Path, wanted: list[str]) -> dict[str, np.ndarr
         folders = [root / part / name for part in ("images_background", "images_evaluation")]
         folder = next((f for f in folders if f.is_dir()), None)
         if folder is None:
-            raise ValueError(f"character folder {name} is in neither images_background nor images_evaluation under {root}")
+            raise ValueError(f"character folder {name} is in neither images_background nor "
+                             f"images_evaluation under {root}")
         drawings = []
         for png in sorted(folder.glob("*.png")):
             try:
