@@ -92,7 +92,7 @@ def spec_from_dict(data: dict) -> EpisodeSpec | VariableEpisodeSpec:
     raise ValueError(f"unknown episode spec kind {data.get('kind')!r}; expected 'fixed' or 'variable'")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, slots=True)
 class Episode:
     """One episode. All arrays are int64.
 

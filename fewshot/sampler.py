@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from fewshot.counter_rng import CounterStream, check_seed, episode_keys, sample_distinct
+from fewshot.counter_rng import CounterStream, check_seed, episode_keys
 from fewshot.episodes import Episode, EpisodeBatch, EpisodeSpec, VariableEpisodeSpec, episode_digest
 
 _ITER_CHUNK = 512
@@ -123,12 +123,10 @@ class EpisodeSampler:
         spec = self.spec
         n_episodes, per_class = stop - start, spec.examples_per_class
         stream = CounterStream(episode_keys(self.seed, np.arange(start, stop)))
-        n_classes = np.full(n_episodes, len(self.classes))
-        class_pos = sample_distinct(stream.uniform(spec.n_way), stream.uniform(spec.n_way), n_classes, spec.n_way)
+        class_pos = stream.distinct(np.full(n_episodes, len(self.classes)), spec.n_way)
+        example_pos = stream.distinct(self.class_sizes[class_pos], per_class)
         rows = class_pos.reshape(-1)
-        u_pick = stream.uniform(spec.n_way * per_class).reshape(-1, per_class)
-        u_order = stream.uniform(spec.n_way * per_class).reshape(-1, per_class)
-        example_pos = sample_distinct(u_pick, u_order, self.class_sizes[rows], per_class)
+        example_pos = example_pos.reshape(len(rows), per_class)
         indices = self._by_class[self._starts[rows][:, None] + example_pos]
         indices = indices.reshape(n_episodes, spec.n_way, per_class)
         return EpisodeBatch(
@@ -143,8 +141,7 @@ class EpisodeSampler:
         stream = CounterStream(np.array([key]))
         max_way = min(spec.max_way, len(self.classes))
         n_way = spec.min_way + int(stream.uniform(1)[0, 0] * (max_way - spec.min_way + 1))
-        n_classes = np.array([len(self.classes)])
-        class_pos = sample_distinct(stream.uniform(n_way), stream.uniform(n_way), n_classes, n_way)[0]
+        class_pos = stream.distinct(np.array([len(self.classes)]), n_way)[0]
         sizes = self.class_sizes[class_pos]
         n_query = min(spec.max_query, int(sizes.min()) // 2)
         remaining = sizes - n_query
@@ -159,7 +156,7 @@ class EpisodeSampler:
         support_groups, query_groups = [], []
         for c, (pos, shot) in enumerate(zip(class_pos, shots, strict=True)):
             m = int(shot) + n_query
-            picked = sample_distinct(stream.uniform(m), stream.uniform(m), sizes[c : c + 1], m)[0]
+            picked = stream.distinct(sizes[c : c + 1], m)[0]
             examples = self._by_class[self._starts[pos] + picked]
             support_groups.append(examples[:shot])
             query_groups.append(examples[shot:])
@@ -177,7 +174,11 @@ class EpisodeSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         """One list of source indices per episode (support, then query): a ``batch_sampler``."""
-        return (episode.indices for episode in self.episodes())
+        if not isinstance(self.spec, EpisodeSpec):
+            return (episode.indices for episode in self.episodes())
+        chunks = (self.batch(first, min(first + _ITER_CHUNK, self.n_episodes))
+                  for first in range(0, self.n_episodes, _ITER_CHUNK))
+        return (indices for chunk in chunks for indices in np.concatenate([chunk.support, chunk.query], 1).tolist())
 
     def digest(self) -> str:
         """:func:`episode_digest` of all the sampler's episodes."""

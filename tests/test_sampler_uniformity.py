@@ -116,3 +116,24 @@ def test_support_probability_given_drawn(drawn):
     # because the support count within an episode is fixed (hypergeometric, smaller variance)
     stat = (((in_support - drawn_count * p) ** 2) / (drawn_count * p * (1 - p))).sum()
     assert stat < wilson_hilferty(n, Z_TWO_SIDED_001), (stat, n)
+
+
+@pytest.mark.parametrize(("population", "m"), [(6, 2), (4, 3)])  # rejection path; Floyd path
+def test_sample_distinct_is_uniform_over_ordered_samples(population, m):
+    from itertools import permutations
+
+    from fewshot.counter_rng import episode_keys, sample_distinct
+
+    rows = 60_000
+    keys = episode_keys(7, np.arange(rows))
+    drawn = sample_distinct(keys, np.zeros(rows, dtype=np.uint64), np.full(rows, population), m)
+    assert ((drawn >= 0) & (drawn < population)).all()
+    assert (np.sort(drawn, axis=1)[:, 1:] != np.sort(drawn, axis=1)[:, :-1]).all()
+    outcomes = {p: i for i, p in enumerate(permutations(range(population), m))}
+    counts = np.bincount([outcomes[tuple(row)] for row in drawn.tolist()], minlength=len(outcomes))
+    expected = rows / len(outcomes)
+    chi_square = ((counts - expected) ** 2 / expected).sum()
+    dof = len(outcomes) - 1
+    # Wilson-Hilferty upper 0.001 quantile of chi-square(dof): z = 3.09
+    bound = dof * (1 - 2 / (9 * dof) + 3.09 * np.sqrt(2 / (9 * dof))) ** 3
+    assert chi_square < bound, (chi_square, bound)
