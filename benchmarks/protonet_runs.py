@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from benchmarks.results import build_fewshot_result, result_filename, write_json_atomic
 from fewshot.episodes import EpisodeSpec
-from fewshot.evaluation import embed_source, evaluate_cached, mean_ci95
+from fewshot.evaluation import embed_source, evaluate_cached
+from fewshot.metrics import mean_ci95
 from fewshot.protonet import PrototypicalNetwork
 from fewshot.sampler import EpisodeSampler
 

@@ -17,11 +17,8 @@ import numpy as np
 import torch
 
 import fewshot
-from fewshot.evaluation import mean_ci95
+from fewshot.metrics import CI95_DEFINITION, MEAN_DEFINITION, mean_ci95
 from leaderboard.schema import SCHEMA_VERSION
-
-CI95_DEFINITION = "1.96 * sample_std(per_episode_accuracy, ddof=1) / sqrt(n_episodes)"
-MEAN_DEFINITION = "mean(per_episode_accuracy)"
 
 
 def git_commit() -> str | None:

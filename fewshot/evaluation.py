@@ -1,7 +1,6 @@
 """Few-shot evaluation: accuracy per episode, batched from cached embeddings or one by one.
 
-Accuracies are fractions in [0, 1]. The 95% confidence interval half-width is
-``1.96 * std / sqrt(n)`` over episodes, with the sample standard deviation (ddof=1).
+Accuracies are fractions in [0, 1]; :func:`fewshot.metrics.mean_ci95` summarises them.
 """
 
 from __future__ import annotations
@@ -13,14 +12,6 @@ import torch
 
 from fewshot.episodes import Episode, EpisodeSpec
 from fewshot.sampler import EpisodeSampler
-
-
-def mean_ci95(accuracies) -> tuple[float, float]:
-    """Mean and 95% CI half-width (1.96 * sample std / sqrt(n)) of per-episode accuracies."""
-    values = np.asarray(accuracies, dtype=np.float64)
-    if values.size < 2:
-        raise ValueError("a confidence interval needs at least two episodes")
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
 
 
 def stack_images(source, indices) -> torch.Tensor:

@@ -8,12 +8,11 @@ a file is executed; only JSON is parsed.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 from jsonschema import Draft202012Validator
 
+from fewshot.metrics import mean_ci95
 from leaderboard.schema import result_schema
 
 MAX_FILE_BYTES = 64 * 2**20
@@ -34,9 +33,8 @@ def _reject_constant(name: str):
 
 def recomputed_metrics(result: dict) -> dict[str, float]:
     """Mean accuracy and 95% CI half-width from ``evidence.per_episode_accuracy``."""
-    values = np.asarray(result["evidence"]["per_episode_accuracy"], dtype=np.float64)
-    return {"mean_accuracy": float(values.mean()),
-            "ci95": float(1.96 * values.std(ddof=1) / math.sqrt(values.size))}
+    mean, ci95 = mean_ci95(result["evidence"]["per_episode_accuracy"])
+    return {"mean_accuracy": mean, "ci95": ci95}
 
 
 def validate_result(result) -> list[str]:

@@ -6,7 +6,8 @@ import torch
 
 from fewshot import EpisodeSampler, EpisodeSpec
 from fewshot.datasets import load_omniglot
-from fewshot.evaluation import embed_source, evaluate_cached, mean_ci95
+from fewshot.evaluation import embed_source, evaluate_cached
+from fewshot.metrics import mean_ci95
 from fewshot.protonet import PrototypicalNetwork
 
 

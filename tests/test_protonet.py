@@ -9,7 +9,8 @@ import torch
 from fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
 from fewshot.backbones import Conv4
 from fewshot.datasets import TensorSource, load_digits_source
-from fewshot.evaluation import embed_source, evaluate_cached, evaluate_per_episode, mean_ci95
+from fewshot.evaluation import embed_source, evaluate_cached, evaluate_per_episode
+from fewshot.metrics import mean_ci95
 from fewshot.protonet import PrototypicalNetwork, prototype_logits
 
 
