@@ -1,13 +1,18 @@
-"""The ``protobench`` command line: ``run``, ``ls``, ``validate``.
+"""protobench: run benchmark suites, validate, compare and submit result files, build the leaderboard.
 
-Exit codes: 0 success; 1 a result file failed validation; 2 bad usage or input (unknown suite,
-missing data); 130 interrupted.
+verbs: ls, run, validate, compare, submit, leaderboard build   (`protobench VERB --help`)
+
+exit codes: 0 success; 1 a file failed validation, was refused, or the compared files are not
+paired; 2 bad usage or input (unknown suite, method or benchmark, missing data); 130 interrupted
+(finished result files and checkpoints are kept: run the same command again to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,58 +33,80 @@ def pick_device(requested: str) -> str:
 
 
 def _cmd_ls(args) -> int:
-    from benchmarks.suites import SUITES
+    from benchmarks.registry import benchmarks, describe, methods
+    from benchmarks.suite import load_suite, suite_names
 
-    for suite in SUITES.values():
-        print(f"{suite.name:10s} {suite.description}")
-        for run in suite.runs:
-            tests = ", ".join(f"{t.spec.n_way}-way {t.spec.n_shot}-shot" for t in run.tests)
-            print(f"  {run.name}: train {run.train_spec.n_way}-way {run.train_spec.n_shot}-shot x "
-                  f"{run.train_episodes} episodes; test {tests}")
+    print("suites:")
+    for name in suite_names():
+        suite = load_suite(name)
+        print(f"  {name:16s} {suite.description}")
+        for entry in suite.methods:
+            tests = ", ".join(f"{t.spec.n_way}-way {t.spec.n_shot}-shot" for t in entry.tests)
+            train = (f"train {entry.train.spec.n_way}-way {entry.train.spec.n_shot}-shot x {entry.train.episodes}"
+                     if entry.train else "no training")
+            print(f"    {entry.label}: {entry.method}, {train}; test {tests}")
+    print("benchmarks:")
+    for name, loader in benchmarks().items():
+        print(f"  {name:16s} {describe(loader)}")
+    print("methods:")
+    for name, factory in methods().items():
+        print(f"  {name:16s} {describe(factory)}  [{factory.__module__}]")
     return 0
+
+
+def _launch_torchrun(args) -> int:
+    """Re-run this command under torchrun with ``args.nproc`` processes on this machine."""
+    argv = list(args.argv)
+    at = argv.index("--nproc")
+    del argv[at : at + 2]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "benchmarks.cli", *argv]
+    return subprocess.call(command)
 
 
 def _cmd_run(args) -> int:
     import torch
 
-    from benchmarks.protonet_runs import evaluate_run, train_or_load
-    from benchmarks.suites import SUITES
+    from benchmarks.distributed import close, init_from_environment, world
+    from benchmarks.runner import run_suite
+    from benchmarks.suite import load_suite
 
-    suite = SUITES.get(args.suite)
-    if suite is None:
-        print(f"unknown suite {args.suite!r}; known: {', '.join(SUITES)} (see `protobench ls`)", file=sys.stderr)
-        return 2
-    data_root = args.data_root or os.environ.get(DATA_ENV)
-    if suite.needs_data_root and not data_root:
-        print(f"suite {suite.name} needs data: pass --data-root PATH or set {DATA_ENV}", file=sys.stderr)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args)
+    try:
+        suite = load_suite(args.suite).select(args.methods, args.seeds)
+    except ValueError as error:
+        print(error, file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = [run for run in suite.runs if not args.only or run.name in args.only]
-    if not runs:
-        print(f"--only matched no run of {suite.name}: {', '.join(r.name for r in suite.runs)}", file=sys.stderr)
-        return 2
-    device = pick_device(args.device)
+    data_root = args.data_root or os.environ.get(DATA_ENV)
+    device = init_from_environment(pick_device(args.device))
     out_dir = Path(args.out)
     try:
-        sources, checksum = suite.load(Path(data_root) if data_root else None)
+        results = run_suite(suite, out_dir=out_dir, data_root=Path(data_root) if data_root else None,
+                            device=device, progress=not args.quiet)
     except (OSError, ValueError) as error:
-        print(f"cannot load the data of suite {suite.name}: {error}", file=sys.stderr)
+        print(f"suite {suite.name}: {error}", file=sys.stderr)
         return 2
-    rows = []
-    for run in runs:
-        learner, training = train_or_load(run, sources, out_dir, device, progress=not args.quiet)
-        for result in evaluate_run(run, learner, training, sources["test"], out_dir, checksum, progress=not args.quiet):
-            rows.append(result)
-    print()
-    print(f"{'benchmark':16s} {'method':10s} {'setting':18s} {'accuracy %':>18s} {'episodes':>9s}")
-    for result in rows:
-        mean, ci = result["metrics"]["mean_accuracy"]["value"], result["metrics"]["ci95"]["value"]
-        print(f"{result['benchmark']['name']:16s} {result['method']['name']:10s} "
-              f"{result['benchmark']['protocol']:18s} {100 * mean:11.2f} +- {100 * ci:4.2f} "
-              f"{result['episodes']['n']:9d}")
-    print(f"\n{len(rows)} result files in {out_dir}/")
+    finally:
+        rank = world()[0]
+        close()
+    if rank == 0:
+        print(summary_table(results))
+        print(f"{len(results)} result files in {out_dir}/")
     return 0
+
+
+def summary_table(results: list[dict]) -> str:
+    """A plain-text table: benchmark, method, setting, accuracy % with 95% CI, episodes."""
+    lines = [f"{'benchmark':16s} {'method':16s} {'setting':22s} {'accuracy %':>16s} {'episodes':>9s}"]
+    for result in results:
+        mean, ci95 = result["metrics"]["mean_accuracy"]["value"], result["metrics"]["ci95"]["value"]
+        label = result["method"]["params"].get("label", result["method"]["name"])
+        lines.append(f"{result['benchmark']['name']:16s} {label:16s} {result['benchmark']['protocol']:22s} "
+                     f"{100 * mean:9.2f} +- {100 * ci95:4.2f} {result['episodes']['n']:9d}")
+    return "\n".join(lines)
 
 
 def _cmd_validate(args) -> int:
@@ -88,46 +115,109 @@ def _cmd_validate(args) -> int:
     failed = 0
     for path in args.files:
         problems = validate_file(path)
-        if problems:
-            failed += 1
-            print(f"{path}: INVALID")
-            for problem in problems:
-                print(f"  {problem}")
-        else:
-            print(f"{path}: ok")
+        print(f"{path}: {'INVALID' if problems else 'ok'}")
+        for problem in problems:
+            print(f"  {problem}")
+        failed += bool(problems)
     return 1 if failed else 0
 
 
+def _cmd_compare(args) -> int:
+    from leaderboard.compare import compare_results
+    from leaderboard.validate import validate_file
+
+    for path in (args.a, args.b):
+        problems = validate_file(path)
+        if problems:
+            print(f"{path} is not a valid result file:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
+    try:
+        comparison = compare_results(json.loads(Path(args.a).read_text()), json.loads(Path(args.b).read_text()))
+    except ValueError as error:
+        print(f"cannot compare: {error}", file=sys.stderr)
+        return 1
+    verdict = "significant" if comparison.significant else "not significant"
+    print(f"A ({comparison.method_a}) - B ({comparison.method_b}) over {comparison.n_episodes} identical episodes: "
+          f"{100 * comparison.difference:+.2f} +- {100 * comparison.ci95:.2f} points (95% CI; {verdict})")
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    from leaderboard.submit import SubmissionError, submit
+
+    refused = 0
+    for path in args.files:
+        try:
+            print(f"{path}: accepted as {submit(path, Path(args.results_dir))}")
+        except SubmissionError as error:
+            print(f"refused: {error}", file=sys.stderr)
+            refused += 1
+    return 1 if refused else 0
+
+
+def _cmd_leaderboard(args) -> int:
+    from leaderboard.page import build_site
+
+    page = build_site(Path(args.results_dir), Path(args.out))
+    print(f"leaderboard written to {page}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from leaderboard.submit import RESULTS_DIR
+
     parser = argparse.ArgumentParser(prog="protobench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    ls = verbs.add_parser("ls", help="list suites and their runs")
-    ls.set_defaults(handler=_cmd_ls)
+    verbs.add_parser("ls", help="list suites, benchmarks and methods").set_defaults(handler=_cmd_ls)
 
-    run = verbs.add_parser("run", help="train and evaluate a suite, writing one result file per setting")
-    run.add_argument("suite", help="suite name (see `protobench ls`)")
+    run = verbs.add_parser("run", help="run a suite: train, evaluate, one result file per test setting",
+                           description="Run every unit of SUITE. Units whose result files exist and validate "
+                                       "are skipped, so an interrupted run resumes where it stopped.")
+    run.add_argument("suite", help="suite name (see `protobench ls`) or path to a suite .toml")
+    run.add_argument("--methods", nargs="+", metavar="NAME", help="only these method labels/names; a registered "
+                     "method the suite does not list is run untrained on the suite's tests")
+    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds instead of the suite's")
     run.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     run.add_argument("--data-root", help=f"folder holding the datasets (default: ${DATA_ENV})")
     run.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
-    run.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs of the suite")
+    run.add_argument("--nproc", type=int, default=1, help="processes on this machine, launched with torchrun")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
 
     validate = verbs.add_parser("validate", help="check result files; recompute their figures from the evidence")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(handler=_cmd_validate)
+
+    compare = verbs.add_parser("compare", help="paired difference of two results on identical episodes")
+    compare.add_argument("a", metavar="A.json")
+    compare.add_argument("b", metavar="B.json")
+    compare.set_defaults(handler=_cmd_compare)
+
+    submit = verbs.add_parser("submit", help="validate result files and accept them into the leaderboard")
+    submit.add_argument("files", nargs="+", metavar="FILE")
+    submit.add_argument("--results-dir", default=str(RESULTS_DIR), help="accepted files (default: %(default)s)")
+    submit.set_defaults(handler=_cmd_submit)
+
+    board = verbs.add_parser("leaderboard", help="leaderboard tools")
+    board_verbs = board.add_subparsers(dest="board_verb", required=True, metavar="VERB")
+    build = board_verbs.add_parser("build", help="write the static page and the Markdown table")
+    build.add_argument("--results-dir", default=str(RESULTS_DIR), help="accepted files (default: %(default)s)")
+    build.add_argument("--out", default="leaderboard/site", help="output folder (default: %(default)s)")
+    build.set_defaults(handler=_cmd_leaderboard)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except KeyboardInterrupt:
-        print("interrupted; finished result files and checkpoints are kept", file=sys.stderr)
+        print("interrupted; finished result files and checkpoints are kept: run again to resume", file=sys.stderr)
         return 130
 
 

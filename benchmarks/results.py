@@ -45,6 +45,8 @@ def environment(device: str) -> dict:
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "mixed_precision": "bfloat16 autocast" if cuda else None,
     }
 
 
@@ -64,24 +66,31 @@ def directory_checksum(paths: list[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def build_fewshot_result(*, run, sampler, accuracies, training: dict, dataset_checksum: str | None,
-                         eval_seconds: float, device: str) -> dict:
-    """A schema-conformant few-shot result for one test setting of ``run``."""
+def build_fewshot_result(*, unit, data, learner, sampler, accuracies, training: dict, eval_seconds: float,
+                         device: str, world_size: int = 1) -> dict:
+    """A schema-conformant few-shot result for one test setting of a run unit."""
     mean, ci95 = mean_ci95(accuracies)
     spec = sampler.spec
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    entry = unit.entry
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "fewshot",
         "run": {"id": uuid.uuid4().hex, "time": now.isoformat(), "harness_version": fewshot.__version__,
-                "git_commit": git_commit()},
-        "method": {"name": "protonet", "version": "1", "backbone": "conv4",
-                   "pretraining": None,
-                   "params": {k: v for k, v in run.config().items() if k not in ("tests", "notes")}},
-        "benchmark": {"name": run.benchmark, "dataset": run.dataset, "dataset_checksum": dataset_checksum,
+                "git_commit": git_commit(), "unit": unit.name},
+        "method": {
+            "name": entry.method,
+            "version": str(getattr(learner, "version", "1")),
+            "backbone": getattr(learner, "backbone_name", None),
+            "pretraining": getattr(learner, "pretraining", None),
+            "params": {"label": entry.label, **entry.params,
+                       "train": entry.train.describe() if entry.train else None,
+                       "val": entry.val.describe() if entry.val else None},
+        },
+        "benchmark": {"name": data.name, "dataset": data.dataset, "dataset_checksum": data.checksum,
                       "split": "test", "protocol": f"{spec.n_way}-way {spec.n_shot}-shot {spec.n_query}-query",
                       "episode_spec": spec.to_dict()},
-        "seeds": {"train": run.train_seed, "val": run.val_seed, "episodes": sampler.seed},
+        "seeds": dict(unit.seeds),
         "episodes": {"n": len(sampler), "digest": sampler.digest(), "n_classes": int(len(sampler.classes))},
         "evidence": {"per_episode_accuracy": [float(a) for a in accuracies]},
         "metrics": {
@@ -94,18 +103,11 @@ def build_fewshot_result(*, run, sampler, accuracies, training: dict, dataset_ch
             "eval_wall_seconds": round(eval_seconds, 2),
             "peak_rss_mib": round(peak_rss_mib(), 1),
             "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.startswith("cuda") else None,
+            "processes": world_size,
         },
         "training": {k: v for k, v in training.items() if k != "episodes"},
         "environment": environment(device),
     }
-
-
-def result_filename(result: dict) -> str:
-    """``<benchmark>__<method>__<way>w<shot>s__<digest prefix>.json``."""
-    spec = result["benchmark"]["episode_spec"]
-    setting = f"{spec['n_way']}w{spec['n_shot']}s" if spec["kind"] == "fixed" else "variable"
-    name, method = result["benchmark"]["name"], result["method"]["name"]
-    return f"{name}__{method}__{setting}__{result['episodes']['digest'][:12]}.json"
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

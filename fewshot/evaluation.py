@@ -45,23 +45,29 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_cached(learner, embeddings: torch.Tensor, sampler: EpisodeSampler, chunk: int = 64) -> np.ndarray:
-    """Per-episode accuracy of every episode of ``sampler``, scored from cached embeddings.
+def evaluate_cached(learner, embeddings: torch.Tensor, sampler: EpisodeSampler, chunk: int = 64,
+                    episodes: range | None = None) -> np.ndarray:
+    """Per-episode accuracy of the sampler's episodes (all, or the ``episodes`` range), scored
+    from cached embeddings.
 
     Fixed specs are scored ``chunk`` episodes at a time with one batched call of
     ``learner.logits_from_embeddings``; variable specs one episode at a time with the same call.
+    Each episode's accuracy does not depend on which others share its chunk.
     """
-    accuracies = np.empty(len(sampler), dtype=np.float64)
+    episodes = range(len(sampler)) if episodes is None else episodes
+    accuracies = np.empty(len(episodes), dtype=np.float64)
     if isinstance(sampler.spec, EpisodeSpec):
         n_way = sampler.spec.n_way
-        for start in range(0, len(sampler), chunk):
-            batch = sampler.batch(start, min(start + chunk, len(sampler)))
+        for start in range(episodes.start, episodes.stop, chunk):
+            batch = sampler.batch(start, min(start + chunk, episodes.stop))
             support = _gather(embeddings, batch.support)
             query = _gather(embeddings, batch.query)
             logits = learner.logits_from_embeddings(support, torch.from_numpy(batch.support_labels), n_way, query)
-            accuracies[start : start + len(batch)] = _accuracy(logits, torch.from_numpy(batch.query_labels)).numpy()
+            position = start - episodes.start
+            accuracies[position : position + len(batch)] = _accuracy(
+                logits, torch.from_numpy(batch.query_labels)).numpy()
         return accuracies
-    for number, episode in enumerate(sampler.episodes()):
+    for number, episode in enumerate(sampler.episodes(episodes.start, episodes.stop)):
         accuracies[number] = _score_episode(learner, embeddings[torch.from_numpy(episode.support)],
                                             embeddings[torch.from_numpy(episode.query)], episode)
     return accuracies
@@ -76,10 +82,10 @@ def _score_episode(learner, support: torch.Tensor, query: torch.Tensor, episode:
 
 @torch.no_grad()
 def evaluate_per_episode(learner, source, episodes: Iterable[Episode]) -> np.ndarray:
-    """Per-episode accuracy, embedding each episode's own images (the reference loop)."""
+    """Per-episode accuracy from ``learner.predict`` on each episode's own images (the reference loop)."""
     accuracies = []
     for episode in episodes:
-        support = learner.embed(stack_images(source, episode.support)).float().cpu()
-        query = learner.embed(stack_images(source, episode.query)).float().cpu()
-        accuracies.append(_score_episode(learner, support, query, episode))
+        logits = learner.predict(stack_images(source, episode.support), torch.from_numpy(episode.support_labels),
+                                 stack_images(source, episode.query))
+        accuracies.append(float((logits.argmax(-1).cpu() == torch.from_numpy(episode.query_labels)).double().mean()))
     return np.asarray(accuracies, dtype=np.float64)

@@ -47,13 +47,26 @@ class PrototypicalNetwork:
     """
 
     name = "protonet"
+    version = "1"
+    pretraining = None
 
     def __init__(self, backbone: nn.Module | None = None, *, in_channels: int = 1, device: str = "cpu") -> None:
         self.device = torch.device(device)
-        self.backbone = (backbone if backbone is not None else Conv4(in_channels)).to(self.device)
+        # channels_last throughout (faster on CPU); one memory format, so one set of kernels and
+        # bit-identical embeddings whether the weights were just trained or loaded
+        self.backbone = (backbone if backbone is not None else Conv4(in_channels)).to(
+            self.device, memory_format=torch.channels_last)
+        self.backbone_name = "conv4" if backbone is None else type(backbone).__name__
         self.history: list[dict] = []
         self.trained_episodes = 0
         self.train_seconds = 0.0
+
+    def state_dict(self) -> dict:
+        """The backbone's weights (all a trained prototypical network needs)."""
+        return self.backbone.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.backbone.load_state_dict(state)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -99,13 +112,12 @@ class PrototypicalNetwork:
         episodes as an uninterrupted one.
         """
         sampler = EpisodeSampler(train_source, spec, seed=seed, n_episodes=n_episodes)
-        self.backbone.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(self.backbone.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma)
         best = {"accuracy": -1.0, "episode": 0, "state": None}
         start = 0
         if checkpoint is not None and Path(checkpoint).is_file():
-            state = torch.load(checkpoint, weights_only=False)
+            state = torch.load(checkpoint, weights_only=True)
             self.backbone.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+
+from benchmarks.datasets import BenchmarkData
+from benchmarks.results import build_fewshot_result
+from benchmarks.suite import EpisodeSetting, MethodEntry, Unit
+from fewshot import EpisodeSampler, EpisodeSpec
 
 DATA_ENV = "PROTOBENCH_DATA"
 
@@ -25,3 +32,18 @@ def real_data_root(dataset: str) -> Path:
 @pytest.fixture
 def omniglot_root() -> Path:
     return real_data_root("omniglot")
+
+
+def make_fewshot_result(method: str, n_shot: int, accuracies: np.ndarray, seed: int = 0,
+                        pretraining: str | None = None) -> dict:
+    """A valid few-shot result of ``method`` on benchmark "toy" (5-way ``n_shot``-shot 15-query)."""
+    spec = EpisodeSpec(5, n_shot, 15)
+    entry = MethodEntry(label=method, method=method, params={}, train=None, val=None,
+                        tests=(EpisodeSetting(spec, len(accuracies)),))
+    unit = Unit("toy", entry, seed)
+    data = BenchmarkData(name="toy", dataset="toy", sources={}, checksum=None, input_shape=(1, 28, 28))
+    sampler = EpisodeSampler(np.repeat(np.arange(10), 25), spec, seed=unit.seeds["episodes"],
+                             n_episodes=len(accuracies))
+    return build_fewshot_result(unit=unit, data=data, learner=SimpleNamespace(pretraining=pretraining),
+                                sampler=sampler, accuracies=accuracies, training={"episodes": 0, "wall_seconds": 0.0},
+                                eval_seconds=0.1, device="cpu")

@@ -7,26 +7,17 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_fewshot_result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.cli import main
-from benchmarks.protonet_runs import EvalSetting, ProtoNetRun
-from benchmarks.results import build_fewshot_result
-from fewshot import EpisodeSampler, EpisodeSpec
 from leaderboard.validate import validate_file, validate_result
 
 
 @pytest.fixture(scope="module")
 def valid_result() -> dict:
-    spec = EpisodeSpec(5, 1, 15)
-    run = ProtoNetRun(name="unit", benchmark="toy", dataset="toy", train_spec=spec, train_episodes=0,
-                      tests=(EvalSetting(spec, n_episodes=50),), val_spec=None)
-    sampler = EpisodeSampler(np.repeat(np.arange(10), 20), spec, seed=2, n_episodes=50)
-    accuracies = np.random.default_rng(0).uniform(0.3, 1.0, size=50)
-    return build_fewshot_result(run=run, sampler=sampler, accuracies=accuracies,
-                                training={"episodes": 0, "wall_seconds": 0.0}, dataset_checksum=None,
-                                eval_seconds=0.1, device="cpu")
+    return make_fewshot_result("toy-method", 1, np.random.default_rng(0).uniform(0.3, 1.0, size=50))
 
 
 def test_built_result_is_valid(valid_result):

@@ -1,0 +1,50 @@
+"""The built-in benchmarks: a dataset, its meta-train/val/test split and its checksum."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.registry import register_benchmark
+from benchmarks.results import directory_checksum
+
+
+@dataclass(frozen=True)
+class BenchmarkData:
+    """Labelled sources for ``train``, ``val`` (or None) and ``test``, and what they are."""
+
+    name: str
+    dataset: str
+    sources: dict
+    checksum: str | None
+    input_shape: tuple[int, ...]
+
+
+def _require_root(data_root: Path | None, folder: str) -> Path:
+    if data_root is None:
+        raise ValueError(f"this benchmark needs --data-root (a folder holding {folder}/) or $PROTOBENCH_DATA")
+    return Path(data_root) / folder
+
+
+@register_benchmark("digits-heldout")
+def digits_heldout(data_root: Path | None = None) -> BenchmarkData:
+    """scikit-learn's bundled digits: meta-train on digits 0-4, test on held-out 5-9 (embedded)."""
+    from fewshot.datasets import load_digits_source
+
+    digits = load_digits_source()
+    checksum = "sha256:" + hashlib.sha256(digits.images.numpy().tobytes()).hexdigest()
+    sources = {"train": digits.subset(range(5)), "val": None, "test": digits.subset(range(5, 10))}
+    return BenchmarkData("digits-heldout", "sklearn-digits", sources, checksum, (1, 28, 28))
+
+
+@register_benchmark("omniglot")
+def omniglot(data_root: Path | None) -> BenchmarkData:
+    """Omniglot, Vinyals split (4112/688/1692 classes with rotations), 28x28 (needs data)."""
+    from fewshot.datasets import load_omniglot
+
+    root = _require_root(data_root, "omniglot")
+    sources = {split: load_omniglot(root, split) for split in ("train", "val", "test")}
+    files = [root / name for name in ("images_background.npz", "images_evaluation.npz", "characters.csv")]
+    checksum = directory_checksum([f for f in files if f.is_file()])
+    return BenchmarkData("omniglot", "omniglot-vinyals", sources, checksum, (1, 28, 28))

@@ -1,0 +1,293 @@
+"""Leaderboard: loading accepted files, the Meta-Dataset tie rule, average ranks, Markdown, and the
+static page rendered in real headless Chromium.
+
+The synthetic results are 3 methods x 2 benchmarks whose per-episode accuracies alternate
+``m + 0.1`` / ``m - 0.1``, so every mean is exact and every std is about 0.1; with 600 episodes the
+tie threshold between two methods is about 1.96 * sqrt(2 * 0.01 / 600) = 0.0113:
+
+=========  ====================  ========  ====================  ========  ============
+method     toy 5-way 1-shot      rank      toy 5-way 5-shot      rank      average rank
+=========  ====================  ========  ====================  ========  ============
+alpha      0.800                 1.5       0.900                 1         1.25
+beta       0.790 + 0.800 pooled  1.5       0.850                 2.5       2.0
+gamma      0.700 (pretrained)    3         0.847                 2.5       2.75
+=========  ====================  ========  ====================  ========  ============
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_fewshot_result as make_result
+from PIL import Image
+
+from fewshot.metrics import mean_ci95
+from leaderboard.page import build_site, continual_heatmap, render_html
+from leaderboard.ranking import MethodStats, leaderboard_table, load_accepted, markdown, rank, ties
+
+ONE_SHOT, FIVE_SHOT = "toy 5-way 1-shot 15-query", "toy 5-way 5-shot 15-query"
+EXPECTED_RANKS = {ONE_SHOT: [("alpha", 1.5), ("beta", 1.5), ("gamma", 3.0)],
+                  FIVE_SHOT: [("alpha", 1.0), ("beta", 2.5), ("gamma", 2.5)]}
+EXPECTED_AVERAGE = {"alpha": 1.25, "beta": 2.0, "gamma": 2.75}
+GENERATED = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def alternating(mean: float, n: int, spread: float = 0.1) -> np.ndarray:
+    """``n`` accuracies alternating ``mean + spread`` and ``mean - spread`` (exact mean)."""
+    return np.where(np.arange(n) % 2 == 0, mean + spread, mean - spread).clip(0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> Path:
+    """Seven valid files (beta's 1-shot result split over two episode seeds) and two invalid ones."""
+    folder = tmp_path_factory.mktemp("results")
+    files = {
+        "alpha_1s": make_result("alpha", 1, alternating(0.80, 600)),
+        "beta_1s_seed0": make_result("beta", 1, alternating(0.79, 300), seed=0),
+        "beta_1s_seed1": make_result("beta", 1, alternating(0.80, 300), seed=1),
+        "gamma_1s": make_result("gamma", 1, alternating(0.70, 600), pretraining="ImageNet-1k"),
+        "alpha_5s": make_result("alpha", 5, alternating(0.90, 600)),
+        "beta_5s": make_result("beta", 5, alternating(0.85, 600)),
+        "gamma_5s": make_result("gamma", 5, alternating(0.847, 600), pretraining="ImageNet-1k"),
+    }
+    for name, result in files.items():
+        (folder / f"{name}.json").write_text(json.dumps(result))
+    tampered = copy.deepcopy(files["alpha_1s"])
+    tampered["method"]["name"] = "cheater"
+    tampered["metrics"]["mean_accuracy"]["value"] = 0.99
+    (folder / "tampered.json").write_text(json.dumps(tampered))
+    (folder / "garbage.json").write_bytes(b"\x00 not json")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def accepted(results_dir) -> list[dict]:
+    with pytest.warns(UserWarning) as record:
+        results = load_accepted(results_dir)
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("garbage.json: skipped") and "not valid JSON" in messages[0]
+    assert messages[1].startswith("tampered.json: skipped") and "$.metrics.mean_accuracy.value" in messages[1]
+    return results
+
+
+def test_invalid_files_are_skipped_with_a_warning(accepted):
+    assert len(accepted) == 7
+    assert "cheater" not in {r["method"]["name"] for r in accepted}
+    assert all(Path(r["_path"]).name not in ("tampered.json", "garbage.json") for r in accepted)
+
+
+def test_seeds_of_one_method_are_pooled(accepted):
+    board = leaderboard_table(accepted)
+    beta = next(r for r in board.tables[0].rows if r["method"] == "beta")
+    pooled = np.concatenate([alternating(0.79, 300), alternating(0.80, 300)])
+    mean, ci95 = mean_ci95(pooled)
+    assert beta["n"] == 600
+    assert beta["mean"] == pytest.approx(mean, abs=1e-12) and beta["ci95"] == pytest.approx(ci95, abs=1e-12)
+    assert beta["std"] == pytest.approx(pooled.std(ddof=1), abs=1e-12)
+    assert sorted(beta["seed_means"]) == pytest.approx([0.79, 0.80], abs=1e-12)
+    assert sorted(s["episodes"] for s in beta["seeds"]) == [2, 3]  # unit seeds 0 and 1
+    with pytest.warns(UserWarning, match="seen before; not pooled twice"):
+        again = leaderboard_table([*accepted, copy.deepcopy(accepted[1])])
+    assert again.tables[0].rows == board.tables[0].rows
+
+
+def test_benchmark_ranks_and_ties(accepted):
+    board = leaderboard_table(accepted)
+    assert [t.label for t in board.tables] == [ONE_SHOT, FIVE_SHOT]
+    for table in board.tables:
+        assert [(r["method"], r["rank"]) for r in table.rows] == EXPECTED_RANKS[table.label]
+
+
+def test_average_rank_column(accepted):
+    board = leaderboard_table(accepted)
+    assert [(r["method"], r["average_rank"], r["n_benchmarks"]) for r in board.overall] == [
+        (m, EXPECTED_AVERAGE[m], 2) for m in ("alpha", "beta", "gamma")]
+    assert all(row["average_rank"] == EXPECTED_AVERAGE[row["method"]] for t in board.tables for row in t.rows)
+
+
+def stats(method: str, mean: float, std: float = 0.1, n: int = 600) -> MethodStats:
+    return MethodStats(method=method, mean=mean, std=std, n=n)
+
+
+def test_rank_is_judged_against_the_group_leader_not_chained():
+    # a ties b, b ties c, but a does not tie c: c starts the next group.
+    rows = rank([stats("c", 0.78), stats("a", 0.80), stats("b", 0.79)])
+    assert [(r["method"], r["rank"]) for r in rows] == [("a", 1.5), ("b", 1.5), ("c", 3.0)]
+    assert ties(stats("b", 0.79), stats("c", 0.78)) and not ties(stats("a", 0.80), stats("c", 0.78))
+
+
+@pytest.mark.parametrize(("means", "expected"), [
+    ([0.9, 0.8, 0.7, 0.6], [1.0, 2.0, 3.0, 4.0]),          # all distinct
+    ([0.801, 0.800, 0.799, 0.798], [2.5, 2.5, 2.5, 2.5]),  # all tie with the leader
+    ([0.9, 0.80, 0.795, 0.5], [1.0, 2.5, 2.5, 4.0]),       # a tie in the middle
+    ([0.9, 0.8, 0.7, 0.695], [1.0, 2.0, 3.5, 3.5]),        # a tie at the bottom
+])
+def test_rank_shares_the_average_position(means, expected):
+    rows = rank([stats(f"m{i}", m) for i, m in enumerate(means)])
+    assert [r["rank"] for r in rows] == expected
+    assert [r["method"] for r in rows] == [f"m{i}" for i in range(len(means))]
+
+
+def test_tie_threshold_uses_both_variances_and_sizes():
+    a, b = stats("a", 0.80, std=0.1, n=600), stats("b", 0.0, std=0.2, n=100)
+    threshold = 1.96 * np.sqrt(0.1**2 / 600 + 0.2**2 / 100)
+    assert ties(a, stats("b", 0.80 - 0.99 * threshold, std=0.2, n=100))
+    assert not ties(a, stats("b", 0.80 - 1.01 * threshold, std=0.2, n=100))
+    assert rank([a, b])[0]["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(600))
+
+
+def test_markdown(accepted):
+    text = markdown(leaderboard_table(accepted))
+    alpha_ci = 100 * mean_ci95(alternating(0.80, 600))[1]
+    assert "### toy: 5-way 1-shot 15-query" in text
+    assert "| method | accuracy (%) | episodes | rank |" in text
+    assert f"| alpha | 80.00 ± {alpha_ci:.2f} | 600 | 1.5 |" in text
+    assert re.search(r"^\| gamma \[\^p1\] \| 70\.00 ± \d\.\d\d \| 600 \| 3 \|$", text, re.M)
+    assert re.search(r"^\| gamma \[\^p1\] \| 84\.70 ± \d\.\d\d \| 600 \| 2\.5 \|$", text, re.M)
+    assert "| alpha | 1.25 | 2 |" in text and "| beta | 2.00 | 2 |" in text and "| gamma [^p1] | 2.75 | 2 |" in text
+    assert "over the benchmarks it appears in" in text
+    assert "[^p1]: pretrained on ImageNet-1k; not comparable" in text
+    assert "[^p" not in text.split("### Average rank")[0].replace("gamma [^p1]", "")  # only gamma is marked
+    assert "No accepted few-shot results yet." in markdown(leaderboard_table([]))
+
+
+def decode_png(uri: str) -> Image.Image:
+    assert uri.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+def test_continual_heatmap_and_its_absence(accepted):
+    continual = {"kind": "continual", "method": {"name": "ewc"}, "benchmark": {"name": "split-toy"},
+                 "metrics": {"average_accuracy": {"value": 0.7167}, "forgetting": {"value": None}},
+                 "evidence": {"accuracy_matrix": [[0.9, 0.1, 0.1], [0.6, 0.9, 0.1], [0.5, 0.7, 0.95]]}}
+    title, uri = continual_heatmap(continual)
+    assert title == "ewc on split-toy" and decode_png(uri).size[0] > 100
+    assert continual_heatmap({"kind": "continual", "evidence": {"accuracy_matrix": [[0.5, 0.5]]}}) is None
+    page = render_html([*accepted, continual], GENERATED)
+    assert 'alt="accuracy matrix, ewc on split-toy"' in page and "split-toy: average accuracy 71.7%<" in page
+    assert "No continual results yet." not in page
+    assert "No continual results yet." in render_html(accepted, GENERATED)
+
+
+# --- the page in a real browser ---------------------------------------------------------------
+
+CONSOLE_LINE = re.compile(r":CONSOLE[:(\]]|Uncaught")
+IMAGE_PROBE = ("<script>addEventListener('load', () => { const all = [...document.images]; "
+               "document.body.dataset.images = all.filter(i => i.complete && i.naturalWidth > 0).length "
+               "+ '/' + all.length; });</script>")
+
+
+def chromium_binary() -> str:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary:
+        return binary
+    reason = "chromium not found (apt-get install -y chromium) for the headless page tests"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium with a fresh profile, logging console messages to stderr."""
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    command = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def console_problems(stderr: str) -> list[str]:
+    """Console messages (Chromium logs every level as ``INFO:CONSOLE``) and uncaught errors."""
+    return [line for line in stderr.splitlines() if CONSOLE_LINE.search(line)]
+
+
+class TableRows(HTMLParser):
+    """Collects ``(data-method, data-rank)`` of body rows per ``table.benchmark`` and the body attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[tuple[str, str]]] = {}
+        self.body: dict[str, str | None] = {}
+        self.current: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "body":
+            self.body = attrs
+        elif tag == "table":
+            self.current = attrs.get("data-benchmark") if "benchmark" in (attrs.get("class") or "").split() else None
+            if self.current is not None:
+                self.tables[self.current] = []
+        elif tag == "tr" and self.current is not None and "data-method" in attrs:
+            self.tables[self.current].append((attrs["data-method"], attrs["data-rank"]))
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def site(results_dir, accepted, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    with pytest.warns(UserWarning):
+        index = build_site(results_dir, out, generated=GENERATED)
+    assert index == out / "index.html"
+    return index
+
+
+def test_site_files(site, accepted):
+    page = site.read_text()
+    assert (site.parent / "leaderboard.md").read_text() == markdown(leaderboard_table(accepted))
+    assert "2025-01-02T03:04:05+00:00" in page and "tie when their mean accuracies differ by less than" in page
+    assert not re.search(r"""(src|href)=["'](?!data:|#)""", page), "page must not reference external resources"
+    assert "<script" not in page and "No continual results yet." in page
+    assert page.count('<img src="data:image/png;base64,') == 3  # two benchmark charts, one shots chart
+
+
+def test_console_detection_works(tmp_path):
+    probe = tmp_path / "probe.html"
+    probe.write_text('<!doctype html><meta http-equiv="Content-Security-Policy" content="img-src data:">'
+                     '<img src="https://invalid.invalid/x.png"><script>console.error("boom"); missing();</script>')
+    problems = console_problems(run_chromium(tmp_path, "--dump-dom", probe.as_uri()).stderr)
+    assert any('"boom"' in p for p in problems) and any("Uncaught" in p for p in problems)
+    assert any("Content Security Policy" in p for p in problems)
+
+
+def test_page_dom_in_chromium(site, tmp_path):
+    # A copy with a load-time probe that records how many images decoded (the page itself has no script).
+    probed = tmp_path / "probed.html"
+    page = site.read_text().replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
+    probed.write_text(page.replace("</body>", IMAGE_PROBE + "</body>"))
+    done = run_chromium(tmp_path, "--dump-dom", probed.as_uri())
+    assert console_problems(done.stderr) == []
+    parser = TableRows()
+    parser.feed(done.stdout)
+    expected = {label: [(m, f"{r:g}") for m, r in rows] for label, rows in EXPECTED_RANKS.items()}
+    assert parser.tables == expected
+    assert parser.body.get("data-images") == "3/3"
+
+
+def test_page_screenshot_in_chromium(site, tmp_path):
+    shot = tmp_path / "shot.png"
+    done = run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars",
+                        site.as_uri())
+    assert console_problems(done.stderr) == []
+    image = Image.open(shot).convert("L")
+    assert image.size == (1200, 1600)
+    low, high = image.getextrema()
+    assert high - low > 100, "screenshot is blank"
