@@ -93,8 +93,10 @@ def _cmd_run(args) -> int:
         rank = world()[0]
         close()
     if rank == 0:
+        from leaderboard.page import build_site
+
         print(summary_table(results))
-        print(f"{len(results)} result files in {out_dir}/")
+        print(f"{len(results)} result files in {out_dir}/; leaderboard page: {build_site(out_dir, out_dir / 'site')}")
     return 0
 
 

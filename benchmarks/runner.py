@@ -85,8 +85,15 @@ def _validator(val_source, setting: EpisodeSetting, seed: int) -> Callable:
 
 
 def train_or_load(unit: Unit, data: BenchmarkData, out_dir: Path, device: str, progress: bool = True):
-    """The unit's learner, trained (or loaded from its final checkpoint), and its training record."""
-    learner = get_method(unit.entry.method)(data.input_shape, device, **unit.entry.params)
+    """The unit's learner, trained (or loaded from its final checkpoint), and its training record.
+
+    The method is built with torch's RNG seeded from the unit's training seed (inside
+    ``fork_rng``, so the caller's global RNG state is left as it was): the same unit starts from
+    the same initial weights in every run and every process.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(unit.seeds["train"])
+        learner = get_method(unit.entry.method)(data.input_shape, device, **unit.entry.params)
     train = unit.entry.train
     if train is None or not hasattr(learner, "fit"):
         return learner, {"episodes": 0, "wall_seconds": 0.0}

@@ -31,6 +31,14 @@ def test_run_quick_writes_valid_results_and_reuses_them(quick_results, capsys):
         assert json.loads(path.read_text())["run"]["id"] == before[name]["run"]["id"]
 
 
+def test_run_builds_a_page_and_leaderboard_build_works(quick_results, tmp_path):
+    out = next(iter(quick_results.values())).parent
+    assert "protonet" in (out / "site" / "index.html").read_text()
+    site = tmp_path / "site"
+    assert main(["leaderboard", "build", "--results-dir", str(out), "--out", str(site)]) == 0
+    assert (site / "index.html").is_file() and "| protonet" in (site / "leaderboard.md").read_text()
+
+
 def test_compare_pairs_identical_episodes_and_refuses_others(quick_results, tmp_path, capsys):
     one_shot, five_shot = (quick_results[n] for n in sorted(quick_results))
     other = copy.deepcopy(json.loads(one_shot.read_text()))
