@@ -17,7 +17,7 @@ import numpy as np
 from fewshot.counter_rng import CounterStream, check_seed, episode_keys
 from fewshot.episodes import Episode, EpisodeBatch, EpisodeSpec, VariableEpisodeSpec, episode_digest
 
-_ITER_CHUNK = 512
+_ITER_CHUNK = 2048
 
 
 def labels_of(source) -> np.ndarray:
