@@ -20,37 +20,49 @@ DATA_ENV = "PROTOBENCH_DATA"
 
 
 def pick_device(requested: str) -> str:
-    """``auto`` -> cuda when present, else mps, else cpu; anything else is used as given."""
+    """``auto`` -> cuda when present, else mps, else cpu; ``cpu``, ``cuda``, ``cuda:N`` and ``mps``
+    are checked to exist here. ValueError says what is wrong and what is available."""
     import torch
 
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    available = ", ".join(["auto", "cpu", *(["cuda", "cuda:N"] if cuda else []), *(["mps"] if mps else [])])
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {requested!r} is not a device; available here: {available}") from None
+    if device.type == "cuda":
+        if not cuda:
+            raise ValueError(f"--device {requested}: CUDA is not available on this machine; available: {available}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not mps:
+        raise ValueError(f"--device {requested}: MPS is not available on this machine; available: {available}")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {requested}: not supported; available here: {available}")
+    return requested
 
 
 def _cmd_ls(args) -> int:
-    from benchmarks.registry import benchmarks, describe, methods
-    from benchmarks.suite import load_suite, suite_names
+    from protobench.benchmarks.registry import benchmarks, methods
+    from protobench.benchmarks.suite import load_suite, suite_names
 
     print("suites:")
     for name in suite_names():
         suite = load_suite(name)
-        print(f"  {name:16s} {suite.description}")
+        print(f"  {name:16s} [{suite.kind}] {suite.description}")
         for entry in suite.methods:
-            tests = ", ".join(f"{t.spec.n_way}-way {t.spec.n_shot}-shot" for t in entry.tests)
-            train = (f"train {entry.train.spec.n_way}-way {entry.train.spec.n_shot}-shot x {entry.train.episodes}"
-                     if entry.train else "no training")
+            tests = ", ".join(t.spec.key for t in entry.tests)
+            train = f"train {entry.train.spec.key} x {entry.train.episodes}" if entry.train else "no training"
             print(f"    {entry.label}: {entry.method}, {train}; test {tests}")
     print("benchmarks:")
-    for name, loader in benchmarks().items():
-        print(f"  {name:16s} {describe(loader)}")
+    for name, benchmark in benchmarks().items():
+        where = f"needs {benchmark.data_folder}/" if benchmark.data_folder else "embedded"
+        print(f"  {name:16s} [{benchmark.kind}, {where}] {benchmark.description}")
     print("methods:")
-    for name, factory in methods().items():
-        print(f"  {name:16s} {describe(factory)}  [{factory.__module__}]")
+    for name, method in methods().items():
+        print(f"  {name:16s} [{method.kind}] {method.description}  ({method.module})")
     return 0
 
 
@@ -60,40 +72,42 @@ def _launch_torchrun(args) -> int:
     at = argv.index("--nproc")
     del argv[at : at + 2]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "benchmarks.cli", *argv]
+               "-m", "protobench", *argv]
     return subprocess.call(command)
 
 
 def _cmd_run(args) -> int:
     import torch
 
-    from benchmarks.distributed import close, init_from_environment, world
-    from benchmarks.runner import run_suite
-    from benchmarks.suite import load_suite
+    from protobench.benchmarks.distributed import close, init_from_environment, world
+    from protobench.benchmarks.runner import SuiteError, check_suite, run_suite
+    from protobench.benchmarks.suite import load_suite
 
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_torchrun(args)
-    try:
+    data_root = args.data_root or os.environ.get(DATA_ENV)
+    data_root = Path(data_root) if data_root else None
+    try:  # everything that can be wrong with the command is found before processes start
         suite = load_suite(args.suite).select(args.methods, args.seeds)
+        check_suite(suite, data_root)
+        device = pick_device(args.device)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data_root = args.data_root or os.environ.get(DATA_ENV)
-    device = init_from_environment(pick_device(args.device))
+    device = init_from_environment(device)
     out_dir = Path(args.out)
     try:
-        results = run_suite(suite, out_dir=out_dir, data_root=Path(data_root) if data_root else None,
-                            device=device, progress=not args.quiet)
-    except (OSError, ValueError) as error:
+        results = run_suite(suite, out_dir=out_dir, data_root=data_root, device=device, progress=not args.quiet)
+    except (OSError, SuiteError) as error:
         print(f"suite {suite.name}: {error}", file=sys.stderr)
         return 2
     finally:
         rank = world()[0]
         close()
     if rank == 0:
-        from leaderboard.page import build_site
+        from protobench.leaderboard.page import build_site
 
         print(summary_table(results))
         print(f"{len(results)} result files in {out_dir}/; leaderboard page: {build_site(out_dir, out_dir / 'site')}")
@@ -101,18 +115,18 @@ def _cmd_run(args) -> int:
 
 
 def summary_table(results: list[dict]) -> str:
-    """A plain-text table: benchmark, method, setting, accuracy % with 95% CI, episodes."""
-    lines = [f"{'benchmark':16s} {'method':16s} {'setting':22s} {'accuracy %':>16s} {'episodes':>9s}"]
+    """A plain-text table: benchmark, method configuration, setting, accuracy % with 95% CI, episodes."""
+    lines = [f"{'benchmark':16s} {'method':20s} {'setting':24s} {'accuracy %':>16s} {'episodes':>9s}"]
     for result in results:
         mean, ci95 = result["metrics"]["mean_accuracy"]["value"], result["metrics"]["ci95"]["value"]
-        label = result["method"]["params"].get("label", result["method"]["name"])
-        lines.append(f"{result['benchmark']['name']:16s} {label:16s} {result['benchmark']['protocol']:22s} "
-                     f"{100 * mean:9.2f} +- {100 * ci95:4.2f} {result['episodes']['n']:9d}")
+        lines.append(f"{result['benchmark']['name']:16s} {result['method']['configuration']:20s} "
+                     f"{result['benchmark']['protocol']:24s} {100 * mean:9.2f} +- {100 * ci95:4.2f} "
+                     f"{result['episodes']['n']:9d}")
     return "\n".join(lines)
 
 
 def _cmd_validate(args) -> int:
-    from leaderboard.validate import validate_file
+    from protobench.leaderboard.validate import validate_file
 
     failed = 0
     for path in args.files:
@@ -125,8 +139,8 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from leaderboard.compare import compare_results
-    from leaderboard.validate import validate_file
+    from protobench.leaderboard.compare import compare_results
+    from protobench.leaderboard.validate import validate_file
 
     for path in (args.a, args.b):
         problems = validate_file(path)
@@ -145,7 +159,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_submit(args) -> int:
-    from leaderboard.submit import SubmissionError, submit
+    from protobench.leaderboard.submit import SubmissionError, submit
 
     refused = 0
     for path in args.files:
@@ -158,7 +172,7 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    from leaderboard.page import build_site
+    from protobench.leaderboard.page import build_site
 
     page = build_site(Path(args.results_dir), Path(args.out))
     print(f"leaderboard written to {page}")
@@ -166,7 +180,7 @@ def _cmd_leaderboard(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from leaderboard.submit import RESULTS_DIR
+    from protobench.leaderboard.submit import RESULTS_DIR
 
     parser = argparse.ArgumentParser(prog="protobench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from benchmarks.registry import register_method
-from fewshot.protonet import PrototypicalNetwork
+from protobench.benchmarks.registry import register_method
+from protobench.fewshot.protonet import PrototypicalNetwork
 
 
 @register_method("protonet")
-def protonet(input_shape: tuple[int, ...], device: str) -> PrototypicalNetwork:
+def protonet(input_shape: tuple[int, ...], device: str, lr: float = 1e-3, lr_step: int = 2000,
+             lr_gamma: float = 0.5) -> PrototypicalNetwork:
     """Prototypical Networks with a Conv-4 backbone (Snell et al. 2017), trained episodically."""
-    return PrototypicalNetwork(in_channels=input_shape[0], device=device)
+    return PrototypicalNetwork(in_channels=input_shape[0], device=device, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma)

@@ -1,4 +1,8 @@
-"""Build and write result files (schema in ``leaderboard/schema/result.schema.json``)."""
+"""What every kind of result file shares: header, method record, environment, atomic writing.
+
+The schema is ``leaderboard/result.schema.json``; each protocol kind builds its own body
+(:mod:`protobench.benchmarks.protocols`).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import fewshot
-from fewshot.metrics import CI95_DEFINITION, MEAN_DEFINITION, mean_ci95
-from leaderboard.schema import SCHEMA_VERSION
+import protobench
+from protobench.fewshot.learner import Described
+from protobench.leaderboard.identity import hashed_configuration, params_hash
+from protobench.leaderboard.schema import SCHEMA_VERSION
 
 
 def git_commit() -> str | None:
@@ -66,53 +72,43 @@ def directory_checksum(paths: list[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def build_fewshot_result(*, unit, data, learner, sampler, accuracies, training: dict, eval_seconds: float,
-                         device: str, world_size: int = 1) -> dict:
-    """A schema-conformant few-shot result for one test setting of a run unit."""
-    mean, ci95 = mean_ci95(accuracies)
-    spec = sampler.spec
-    entry = unit.entry
+def run_header(kind: str, unit_name: str, config_hash: str) -> dict:
+    """The fields every result file starts with: schema version, kind and the run."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return {
         "schema_version": SCHEMA_VERSION,
-        "kind": "fewshot",
-        "run": {"id": uuid.uuid4().hex, "time": now.isoformat(), "harness_version": fewshot.__version__,
-                "git_commit": git_commit(), "unit": unit.name},
-        "method": {
-            "name": entry.method,
-            "version": str(getattr(learner, "version", "1")),
-            "backbone": getattr(learner, "backbone_name", None),
-            "pretraining": getattr(learner, "pretraining", None),
-            "params": {"label": entry.label, **entry.params,
-                       "train": entry.train.describe() if entry.train else None,
-                       "val": entry.val.describe() if entry.val else None},
-        },
-        "benchmark": {"name": data.name, "dataset": data.dataset, "dataset_checksum": data.checksum,
-                      "split": "test", "protocol": f"{spec.n_way}-way {spec.n_shot}-shot {spec.n_query}-query",
-                      "episode_spec": spec.to_dict()},
-        "seeds": dict(unit.seeds),
-        "episodes": {"n": len(sampler), "digest": sampler.digest(), "n_classes": int(len(sampler.classes))},
-        "evidence": {"per_episode_accuracy": [float(a) for a in accuracies]},
-        "metrics": {
-            "mean_accuracy": {"value": mean, "definition": MEAN_DEFINITION},
-            "ci95": {"value": ci95, "definition": CI95_DEFINITION},
-        },
-        "budget": {
-            "train_episodes": training["episodes"],
-            "train_wall_seconds": training["wall_seconds"],
-            "eval_wall_seconds": round(eval_seconds, 2),
-            "peak_rss_mib": round(peak_rss_mib(), 1),
-            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.startswith("cuda") else None,
-            "processes": world_size,
-        },
-        "training": {k: v for k, v in training.items() if k != "episodes"},
-        "environment": environment(device),
+        "kind": kind,
+        "run": {"id": uuid.uuid4().hex, "time": now.isoformat(), "harness_version": protobench.__version__,
+                "git_commit": git_commit(), "unit": unit_name, "config_hash": config_hash},
     }
 
 
+def config_hash(config: dict) -> str:
+    """``sha256:<hex>`` of a configuration's canonical JSON (sorted keys, no spaces)."""
+    payload = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def method_record(name: str, label: str, params: dict, learner: Described) -> dict:
+    """The result's ``method``: registry name, version, backbone, pretraining, params and the
+    configuration that is its leaderboard row (the label when it differs from the name, else
+    ``name@<params hash>``)."""
+    return {"name": name, "version": str(learner.version), "backbone": learner.backbone_name,
+            "pretraining": learner.pretraining, "params": params, "params_hash": params_hash(params),
+            "configuration": label if label != name else hashed_configuration(name, params)}
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+    """Write JSON to a uniquely named temporary file beside ``path``, flush it to disk, and rename
+    it into place: a reader sees the old file or the new one, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=1) + "\n")
-    partial.replace(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(payload, indent=1) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

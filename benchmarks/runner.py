@@ -1,168 +1,138 @@
-"""The evaluation runner: every run unit of a suite, trained (or reused), evaluated, written.
+"""The evaluation runner: what every protocol kind shares.
 
-For each unit (benchmark, method entry, seed) the runner
+For each unit (benchmark, method entry, seed) of a suite, the runner
 
-1. skips it when every result file it would write already exists and validates (resume);
-2. builds the method, trains it when the entry has ``train`` settings, keeping the weights under
-   ``<out>/checkpoints/<unit>.final.pt`` (a later run reuses them; an interrupted training
-   resumes from ``<unit>.partial.pt``);
-3. embeds each test image once and scores all test episodes from the cached embeddings (or
-   calls ``predict`` per episode for methods without ``embed``);
-4. writes one result file per test setting, atomically.
+1. asks the suite's protocol (:mod:`protobench.benchmarks.protocols`) which result files the
+   unit writes, and skips the unit when each exists, validates and carries the same
+   configuration hash (resume; a file from another configuration is recomputed);
+2. loads the benchmark's data once for all its units;
+3. lets the protocol train (or reuse) and evaluate the unit, handing it a :class:`RunContext`
+   (device, mixed precision, progress, checkpoints) and receiving its results;
+4. writes each result file atomically, from rank 0 only under ``torchrun``.
 
-Under ``torchrun`` rank 0 trains while the others wait, every process scores its contiguous
-share of the episodes, and rank 0 writes files identical to a single-process run's.
+The suite is checked completely (:func:`check_suite`) before any data is loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from benchmarks.datasets import BenchmarkData
-from benchmarks.distributed import barrier, gather_concatenated, shard, world
-from benchmarks.registry import get_benchmark, get_method
-from benchmarks.results import build_fewshot_result, write_json_atomic
-from benchmarks.suite import EpisodeSetting, Suite, Unit
-from fewshot.evaluation import embed_source, evaluate_cached, evaluate_per_episode
-from fewshot.sampler import EpisodeSampler
-from leaderboard.validate import validate_file
-
-EVAL_CHUNK = 64  # episodes scored per batched call; shards are aligned to it
+from protobench.benchmarks.distributed import world
+from protobench.benchmarks.protocols import protocol_for
+from protobench.benchmarks.registry import get_benchmark
+from protobench.benchmarks.results import write_json_atomic
+from protobench.benchmarks.suite import Suite
+from protobench.leaderboard.validate import validate_file
 
 
-def precision(device: str):
-    """Mixed precision (bfloat16 autocast) on CUDA; full precision elsewhere."""
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+class SuiteError(ValueError):
+    """A suite that cannot run as written, with every problem found."""
 
 
-def _say(message: str, progress: bool) -> None:
-    if progress and world()[0] == 0:
-        tqdm.write(message)
+@dataclass(frozen=True)
+class Checkpoints:
+    """A unit's training files: resumable state while training, the final weights after.
+
+    Both names carry the training configuration's hash, so a changed setting never reuses
+    weights trained under another one.
+    """
+
+    final: Path
+    partial: Path
+
+    def save_final(self, state: dict, record: dict) -> None:
+        """Write the trained state and its training record atomically."""
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        writing = self.final.with_name(self.final.name + ".writing")
+        torch.save({"model": state, "training": record}, writing)
+        writing.replace(self.final)
+
+    def load_final(self, device: str) -> tuple[dict, dict]:
+        saved = torch.load(self.final, map_location=device, weights_only=True)
+        return saved["model"], saved["training"]
 
 
-def existing_result(path: Path) -> dict | None:
-    """The result at ``path`` when it exists and validates, else None."""
-    if path.is_file() and not validate_file(path):
-        return json.loads(path.read_text())
-    return None
+@dataclass(frozen=True)
+class RunContext:
+    """What the runner hands a protocol: output folder, device, thread count, progress."""
+
+    out_dir: Path
+    device: str
+    threads: int
+    progress: bool = True
+
+    def precision(self):
+        """Mixed precision (bfloat16 autocast) on CUDA; full precision elsewhere."""
+        if self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def checkpoints(self, unit_name: str, training_hash: str) -> Checkpoints:
+        stem = f"{unit_name}__{training_hash.removeprefix('sha256:')[:12]}"
+        folder = self.out_dir / "checkpoints"
+        return Checkpoints(folder / f"{stem}.final.pt", folder / f"{stem}.partial.pt")
+
+    def say(self, message: str) -> None:
+        if self.progress and world()[0] == 0:
+            print(message, flush=True)
+
+
+def existing_result(path: Path, expected_hash: str) -> dict | None:
+    """The result at ``path`` when it exists, validates and was made by the same configuration."""
+    if not path.is_file() or validate_file(path):
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    return result if result.get("run", {}).get("config_hash") == expected_hash else None
+
+
+def check_suite(suite: Suite, data_root: Path | None) -> None:
+    """Raise :class:`SuiteError` listing everything that would stop ``suite`` before it loads data:
+    unknown benchmarks or methods, settings a split cannot serve, params the factory does not take,
+    a missing data root or dataset folder."""
+    problems = protocol_for(suite.kind).check(suite)
+    for name in suite.benchmarks:
+        try:
+            benchmark = get_benchmark(name)
+        except ValueError:
+            continue  # already reported by the protocol
+        if benchmark.data_folder is None:
+            continue
+        if data_root is None:
+            problems.append(f"benchmark {name!r} needs --data-root (a folder holding {benchmark.data_folder}/) "
+                            "or $PROTOBENCH_DATA")
+        elif not (Path(data_root) / benchmark.data_folder).is_dir():
+            problems.append(f"benchmark {name!r}: {Path(data_root) / benchmark.data_folder} does not exist "
+                            f"(--data-root must hold {benchmark.data_folder}/)")
+    if problems:
+        raise SuiteError(f"suite {suite.name!r} cannot run:\n  " + "\n  ".join(problems))
 
 
 def run_suite(suite: Suite, *, out_dir: Path, data_root: Path | None, device: str,
               progress: bool = True) -> list[dict]:
-    """Run every unit of ``suite``; return all its results (new and reused)."""
+    """Check ``suite``, then run every unit; return all its results (new and reused)."""
+    check_suite(suite, data_root)
+    protocol = protocol_for(suite.kind)
+    run = RunContext(Path(out_dir), device, torch.get_num_threads(), progress)
     results = []
     for benchmark_name in suite.benchmarks:
         data = None
         for unit in (u for u in suite.units() if u.benchmark == benchmark_name):
-            done = [(test, existing_result(out_dir / unit.result_name(test))) for test in unit.entry.tests]
+            outputs = protocol.outputs(unit, run.threads)
+            done = [(o, existing_result(run.out_dir / o.file_name, o.config_hash)) for o in outputs]
             results += [result for _, result in done if result is not None]
-            pending = [test for test, result in done if result is None]
+            pending = [o for o, result in done if result is None]
             if not pending:
-                _say(f"{unit.name}: all {len(done)} result files exist and validate; skipped", progress)
+                run.say(f"{unit.name}: all {len(outputs)} result files exist and validate; skipped")
                 continue
-            data = data or get_benchmark(benchmark_name)(data_root)
-            learner, training = train_or_load(unit, data, out_dir, device, progress)
-            results += evaluate_unit(unit, learner, training, data, pending, out_dir, device, progress)
-    return results
-
-
-def _validator(val_source, setting: EpisodeSetting, seed: int) -> Callable:
-    sampler = EpisodeSampler(val_source, setting.spec, seed=seed, n_episodes=setting.episodes)
-
-    def validate(learner) -> float:
-        return float(evaluate_cached(learner, embed_source(learner, val_source), sampler).mean())
-
-    return validate
-
-
-def train_or_load(unit: Unit, data: BenchmarkData, out_dir: Path, device: str, progress: bool = True):
-    """The unit's learner, trained (or loaded from its final checkpoint), and its training record.
-
-    The method is built with torch's RNG seeded from the unit's training seed (inside
-    ``fork_rng``, so the caller's global RNG state is left as it was): the same unit starts from
-    the same initial weights in every run and every process.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(unit.seeds["train"])
-        learner = get_method(unit.entry.method)(data.input_shape, device, **unit.entry.params)
-    train = unit.entry.train
-    if train is None or not hasattr(learner, "fit"):
-        return learner, {"episodes": 0, "wall_seconds": 0.0}
-    final = out_dir / "checkpoints" / f"{unit.name}.final.pt"
-    if world()[0] == 0 and not final.is_file():
-        _train(unit, learner, data, final, progress)
-    barrier()
-    saved = torch.load(final, map_location=device, weights_only=True)
-    learner.load_state_dict(saved["model"])
-    return learner, saved["training"]
-
-
-def _train(unit: Unit, learner, data: BenchmarkData, final: Path, progress: bool) -> None:
-    train, val = unit.entry.train, unit.entry.val
-    validate = None
-    if val is not None and data.sources.get("val") is not None:
-        validate = _validator(data.sources["val"], val, unit.seeds["val"])
-    options = dict(train.options)
-    started = time.perf_counter()
-    with precision(str(learner.device) if hasattr(learner, "device") else "cpu"):
-        learner.fit(data.sources["train"], train.spec, n_episodes=train.episodes, seed=unit.seeds["train"],
-                    validate=validate, validate_every=val.options.get("every", 500) if val else train.episodes,
-                    checkpoint=final.with_name(f"{unit.name}.partial.pt"), progress=progress, **options)
-    training = {
-        "episodes": train.episodes,
-        "selected_episode": getattr(learner, "selected_episode", train.episodes),
-        "wall_seconds": round(getattr(learner, "train_seconds", time.perf_counter() - started), 1),
-        "wall_seconds_with_validation": round(time.perf_counter() - started, 1),
-        "threads": torch.get_num_threads(),
-        "device": str(getattr(learner, "device", "cpu")),
-        "curve": getattr(learner, "history", []),
-    }
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(final.name + ".writing")
-    torch.save({"model": learner.state_dict(), "training": training}, partial)
-    partial.replace(final)
-    final.with_name(f"{unit.name}.partial.pt").unlink(missing_ok=True)
-
-
-def evaluate_unit(unit: Unit, learner, training: dict, data: BenchmarkData, tests: list[EpisodeSetting],
-                  out_dir: Path, device: str, progress: bool = True) -> list[dict]:
-    """Score every test setting of ``unit``; rank 0 writes one result file per setting."""
-    test_source = data.sources["test"]
-    cached = hasattr(learner, "embed") and hasattr(learner, "logits_from_embeddings")
-    started = time.perf_counter()
-    embeddings = None
-    if cached:
-        with precision(device), tqdm(total=len(test_source), desc=f"embed {unit.benchmark} test", unit="img",
-                                     disable=not progress or world()[0] != 0, leave=False) as bar:
-            embeddings = embed_source(learner, test_source, progress=bar)
-    embed_seconds = time.perf_counter() - started
-    results = []
-    for test in tests:
-        started = time.perf_counter()
-        sampler = EpisodeSampler(test_source, test.spec, seed=unit.seeds["episodes"], n_episodes=test.episodes)
-        mine = shard(len(sampler), align=EVAL_CHUNK)
-        if cached:
-            accuracies = evaluate_cached(learner, embeddings, sampler, chunk=EVAL_CHUNK, episodes=mine)
-        else:
-            accuracies = evaluate_per_episode(learner, test_source, sampler.episodes(mine.start, mine.stop))
-        accuracies = gather_concatenated(accuracies)
-        result = build_fewshot_result(unit=unit, data=data, learner=learner, sampler=sampler, accuracies=accuracies,
-                                      training=training, eval_seconds=embed_seconds + time.perf_counter() - started,
-                                      device=device, world_size=world()[1])
-        if world()[0] == 0:
-            write_json_atomic(out_dir / unit.result_name(test), result)
-        mean, ci95 = result["metrics"]["mean_accuracy"]["value"], result["metrics"]["ci95"]["value"]
-        _say(f"{unit.name} {result['benchmark']['protocol']}: {100 * mean:.2f} +- {100 * ci95:.2f} "
-             f"({test.episodes} episodes)", progress)
-        results.append(result)
-    barrier()
+            data = data or get_benchmark(benchmark_name).load(data_root)
+            for output, result in protocol.run_unit(unit, pending, data, run):
+                if world()[0] == 0:
+                    write_json_atomic(run.out_dir / output.file_name, result)
+                run.say(f"{unit.name}: {protocol.headline(result)}")
+                results.append(result)
     return results

@@ -4,7 +4,7 @@
 >>> sampler = EpisodeSampler(labels, EpisodeSpec(n_way=5, n_shot=1, n_query=15), seed=0, n_episodes=600)
 """
 
-from fewshot.episodes import (
+from protobench.fewshot.episodes import (
     Episode,
     EpisodeBatch,
     EpisodeSpec,
@@ -14,8 +14,8 @@ from fewshot.episodes import (
     save_episodes,
     spec_from_dict,
 )
-from fewshot.sampler import EpisodeSampler, check_labels, labels_of
-from fewshot.splits import ClassSplit, read_class_list, split_classes
+from protobench.fewshot.sampler import EpisodeSampler, check_labels, labels_of
+from protobench.fewshot.splits import ClassSplit, read_class_list, split_classes
 
 __all__ = [
     "ClassSplit",
@@ -33,4 +33,3 @@ __all__ = [
     "spec_from_dict",
     "split_classes",
 ]
-__version__ = "0.1.0"

@@ -9,6 +9,8 @@ Everything is vectorised over episodes: a batch of episodes draws the same count
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -32,6 +34,20 @@ def check_seed(seed: int) -> int:
     if not 0 <= int(seed) <= MAX_SEED:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     return int(seed)
+
+
+def role_key(role: str, seed: int) -> int:
+    """The key of one role (``"train"``, ``"val"``, ``"test"``, ``"init"``, ...) under a root ``seed``.
+
+    A pure function of the pair: the first 8 bytes (little-endian) of
+    ``sha256("protobench/<role>/<seed>")``, an integer in [0, 2**64). Roles never share a key
+    and no key is the root seed plus an offset (numpy's advice for parallel streams), so the
+    episodes of different roles, and of different seeds, are independent.
+    """
+    if not isinstance(role, str) or not role:
+        raise ValueError(f"role must be a non-empty string, got {role!r}")
+    payload = f"protobench/{role}/{check_seed(seed)}".encode()
+    return int.from_bytes(hashlib.sha256(payload).digest()[:8], "little")
 
 
 def episode_keys(seed: int, episode_ids: np.ndarray) -> np.ndarray:

@@ -40,6 +40,12 @@ class EpisodeSpec:
     def examples_per_class(self) -> int:
         return self.n_shot + self.n_query
 
+    @property
+    def key(self) -> str:
+        """The spec's one canonical name, used in file names, unit names and results:
+        ``"5-way-1-shot-15-query"``."""
+        return f"{self.n_way}-way-{self.n_shot}-shot-{self.n_query}-query"
+
     def to_dict(self) -> dict:
         return {"kind": "fixed", "n_way": self.n_way, "n_shot": self.n_shot, "n_query": self.n_query}
 
@@ -70,6 +76,12 @@ class VariableEpisodeSpec:
     @property
     def examples_per_class(self) -> int:
         return 2  # one shot and one query at least
+
+    @property
+    def key(self) -> str:
+        """The spec's one canonical name: ``"variable-5-50-way-10-query-500-support-100-per-class"``."""
+        return (f"variable-{self.min_way}-{self.max_way}-way-{self.max_query}-query-{self.max_support}-support-"
+                f"{self.max_support_per_class}-per-class")
 
     def to_dict(self) -> dict:
         return {

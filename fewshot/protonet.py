@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from fewshot.backbones import Conv4
-from fewshot.episodes import EpisodeSpec
-from fewshot.evaluation import stack_images
-from fewshot.sampler import EpisodeSampler
+from protobench.fewshot.backbones import Conv4
+from protobench.fewshot.episodes import Episode, EpisodeSpec, VariableEpisodeSpec
+from protobench.fewshot.evaluation import stack_images
+from protobench.fewshot.learner import EpisodeTask, TaskBatch
+from protobench.fewshot.sampler import EpisodeSampler
+from protobench.fewshot.training import TrainingContext, TrainingRecord
 
 
 def prototype_logits(
@@ -42,24 +41,29 @@ def prototype_logits(
 class PrototypicalNetwork:
     """A prototypical classifier over a backbone (Conv-4 by default).
 
-    ``fit`` meta-trains on a labelled source; ``embed`` maps images to features;
-    ``predict`` scores one episode; ``logits_from_embeddings`` scores many at once.
+    ``fit`` meta-trains on a labelled source (Adam with learning rate ``lr``, multiplied by
+    ``lr_gamma`` every ``lr_step`` episodes); ``embed`` maps images to features; ``score`` scores
+    many episodes from cached features; ``predict`` scores one episode from its images.
     """
 
-    name = "protonet"
-    version = "1"
+    version = "2"
+    backbone_name = "conv4"
     pretraining = None
 
-    def __init__(self, backbone: nn.Module | None = None, *, in_channels: int = 1, device: str = "cpu") -> None:
+    def __init__(self, backbone: nn.Module | None = None, *, in_channels: int = 1, device: str = "cpu",
+                 lr: float = 1e-3, lr_step: int = 2000, lr_gamma: float = 0.5) -> None:
+        if not lr > 0 or not 0 < lr_gamma <= 1 or isinstance(lr_step, bool) or not isinstance(lr_step, int) \
+                or lr_step < 1:
+            raise ValueError(f"need lr > 0, 0 < lr_gamma <= 1 and a positive integer lr_step; got lr={lr!r}, "
+                             f"lr_step={lr_step!r}, lr_gamma={lr_gamma!r}")
         self.device = torch.device(device)
         # channels_last throughout (faster on CPU); one memory format, so one set of kernels and
         # bit-identical embeddings whether the weights were just trained or loaded
         self.backbone = (backbone if backbone is not None else Conv4(in_channels)).to(
             self.device, memory_format=torch.channels_last)
-        self.backbone_name = "conv4" if backbone is None else type(backbone).__name__
-        self.history: list[dict] = []
-        self.trained_episodes = 0
-        self.train_seconds = 0.0
+        if backbone is not None:
+            self.backbone_name = type(backbone).__name__
+        self.lr, self.lr_step, self.lr_gamma = lr, lr_step, lr_gamma
 
     def state_dict(self) -> dict:
         """The backbone's weights (all a trained prototypical network needs)."""
@@ -78,97 +82,76 @@ class PrototypicalNetwork:
         with torch.no_grad():
             return self.backbone(self._prepare(x))
 
-    logits_from_embeddings = staticmethod(prototype_logits)
+    def score(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+              task: TaskBatch) -> torch.Tensor:
+        """Logits (B, Q, n_way): minus squared distances of the query features to the prototypes."""
+        return prototype_logits(support, support_labels, task.n_way, query)
 
-    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
-        """Logits (n_query, n_way) for one episode; support_y holds labels 0..n_way-1."""
-        support_y = torch.as_tensor(support_y, dtype=torch.long)
-        n_way = int(support_y.max()) + 1
-        logits = prototype_logits(self.embed(support_x)[None].float(), support_y.cpu(), n_way,
-                                  self.embed(query_x)[None].float())
-        return logits[0]
+    def predict(self, task: EpisodeTask) -> torch.Tensor:
+        """Logits (n_query, n_way) for one episode."""
+        support = self.embed(task.support_x)[None].float().cpu()
+        query = self.embed(task.query_x)[None].float().cpu()
+        return prototype_logits(support, task.support_y.long(), task.n_way, query)[0]
 
-    def fit(
-        self,
-        train_source,
-        spec: EpisodeSpec,
-        *,
-        n_episodes: int,
-        seed: int,
-        lr: float = 1e-3,
-        lr_step: int = 2000,
-        lr_gamma: float = 0.5,
-        validate: Callable[[PrototypicalNetwork], float] | None = None,
-        validate_every: int = 500,
-        checkpoint: str | Path | None = None,
-        progress: bool = True,
-    ) -> PrototypicalNetwork:
-        """Episodic training for ``n_episodes`` episodes of ``spec`` drawn with ``seed``.
+    def fit(self, train_source, spec: EpisodeSpec | VariableEpisodeSpec, context: TrainingContext) -> TrainingRecord:
+        """Episodic training on ``context.n_episodes`` episodes of ``spec`` drawn with ``context.seed``.
 
-        ``validate(self) -> accuracy`` runs every ``validate_every`` episodes and at the end; the
-        weights with the best validation accuracy are kept (model selection on val, never test).
-        With ``checkpoint``, state is saved there after each validation and a run that finds the
-        file resumes from it: episodes are random-access, so the resumed run sees the same
-        episodes as an uninterrupted one.
+        ``context.validate(self)`` runs when due; the weights with the best validation accuracy
+        are kept (model selection on val, never test), else the last ones. Resumable state is
+        saved through the context when it says so, and a run that finds it resumes from it:
+        episodes are random-access, so the resumed run sees the same episodes as an
+        uninterrupted one and ends with the same weights.
         """
-        sampler = EpisodeSampler(train_source, spec, seed=seed, n_episodes=n_episodes)
-        optimizer = torch.optim.Adam(self.backbone.parameters(), lr=lr)
-        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma)
+        sampler = EpisodeSampler(train_source, spec, seed=context.seed, n_episodes=context.n_episodes)
+        optimizer = torch.optim.Adam(self.backbone.parameters(), lr=self.lr)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_step, gamma=self.lr_gamma)
         best = {"accuracy": -1.0, "episode": 0, "state": None}
-        start = 0
-        if checkpoint is not None and Path(checkpoint).is_file():
-            state = torch.load(checkpoint, weights_only=True)
+        start, curve, seconds = 0, [], 0.0
+        state = context.load_checkpoint()
+        if state is not None:
             self.backbone.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
-            best, start = state["best"], state["episode"]
-            self.history, self.train_seconds = state["history"], state["train_seconds"]
-        support_labels = torch.from_numpy(np.repeat(np.arange(spec.n_way), spec.n_shot))
-        query_labels = torch.from_numpy(np.repeat(np.arange(spec.n_way), spec.n_query)).to(self.device)
-        bar = tqdm(total=n_episodes, initial=start, desc="train", unit="ep", disable=not progress)
+            best, start, curve, seconds = state["best"], state["episode"], state["curve"], state["seconds"]
         window_loss, window_start = [], time.perf_counter()
-        for number, episode in enumerate(sampler.episodes(start), start=start):
-            self.backbone.train()
-            images = self._prepare(stack_images(train_source, episode.indices))
-            features = self.backbone(images)
-            n_support = len(episode.support)
-            logits = prototype_logits(features[None, :n_support], support_labels.to(self.device),
-                                      spec.n_way, features[None, n_support:])[0]
-            loss = F.cross_entropy(logits, query_labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            window_loss.append(loss.item())
-            bar.update(1)
-            done = number + 1
-            if done % validate_every == 0 or done == n_episodes:
-                self.train_seconds += time.perf_counter() - window_start
+        with context.progress_bar(initial=start) as bar:
+            for done, episode in enumerate(sampler.episodes(start), start=start + 1):
+                loss = self._train_step(train_source, episode, optimizer)
+                schedule.step()
+                window_loss.append(loss)
+                bar.update(1)
+                validate, save = context.validation_due(done), context.checkpoint_due(done)
+                if not (validate or save or done == context.n_episodes):
+                    continue
+                seconds += time.perf_counter() - window_start
                 record = {"episode": done, "train_loss": float(np.mean(window_loss)),
-                          "lr": optimizer.param_groups[0]["lr"], "seconds": round(self.train_seconds, 1)}
-                if validate is not None:
-                    record["val_accuracy"] = float(validate(self))
+                          "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1)}
+                if validate:
+                    record["val_accuracy"] = float(context.validate(self))
                     if record["val_accuracy"] > best["accuracy"]:
                         best = {"accuracy": record["val_accuracy"], "episode": done,
                                 "state": copy.deepcopy(self.backbone.state_dict())}
-                self.history.append(record)
-                bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=record.get("val_accuracy"))
-                if checkpoint is not None:
-                    _save_atomic({"model": self.backbone.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "schedule": schedule.state_dict(), "best": best, "episode": done,
-                                  "history": self.history, "train_seconds": self.train_seconds}, checkpoint)
+                    bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_accuracy']:.4f}")
+                curve.append(record)
+                if save:
+                    context.save_checkpoint({"model": self.backbone.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "schedule": schedule.state_dict(), "best": best, "episode": done,
+                                             "curve": curve, "seconds": seconds})
                 window_loss, window_start = [], time.perf_counter()
-        bar.close()
         if best["state"] is not None:
             self.backbone.load_state_dict(best["state"])
-        self.trained_episodes = n_episodes
-        self.selected_episode = best["episode"] or n_episodes
-        return self
+        return TrainingRecord(episodes=context.n_episodes, selected_episode=best["episode"] or context.n_episodes,
+                              train_seconds=round(seconds, 1), curve=curve)
 
-
-def _save_atomic(state: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    partial.replace(path)
+    def _train_step(self, source, episode: Episode, optimizer: torch.optim.Optimizer) -> float:
+        """One episode's loss, backward pass and optimizer step; returns the loss."""
+        self.backbone.train()
+        features = self.backbone(self._prepare(stack_images(source, episode.indices)))
+        n_support = len(episode.support)
+        logits = prototype_logits(features[None, :n_support], torch.from_numpy(episode.support_labels).to(self.device),
+                                  episode.n_way, features[None, n_support:])[0]
+        loss = F.cross_entropy(logits, torch.from_numpy(episode.query_labels).to(self.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()

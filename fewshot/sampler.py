@@ -1,7 +1,7 @@
 """EpisodeSampler: reproducible, random-access episodes from a label array.
 
 The sampler sees only labels, never images. Episode ``i`` is a pure function of
-``(seed, i)`` (see :mod:`fewshot.counter_rng`), so it can be drawn alone, in a vectorised batch,
+``(seed, i)`` (see :mod:`protobench.fewshot.counter_rng`), so it can be drawn alone, in a vectorised batch,
 in any process or DataLoader worker, and always comes out the same.
 
 As a ``batch_sampler`` it yields one list of source indices per episode: support indices
@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-
-from fewshot.counter_rng import CounterStream, check_seed, episode_keys
-from fewshot.episodes import Episode, EpisodeBatch, EpisodeSpec, VariableEpisodeSpec, episode_digest
+from protobench.fewshot.counter_rng import CounterStream, check_seed, episode_keys
+from protobench.fewshot.episodes import Episode, EpisodeBatch, EpisodeSpec, VariableEpisodeSpec, episode_digest
 
 _ITER_CHUNK = 2048
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from fewshot.counter_rng import check_seed
+from protobench.fewshot.counter_rng import check_seed
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fewshot.metrics import PAIRED_DEFINITION, paired_difference
+from protobench.fewshot.metrics import PAIRED_DEFINITION, paired_difference
 
 
 @dataclass(frozen=True)

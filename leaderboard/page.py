@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from leaderboard.ranking import (
+from protobench.leaderboard.ranking import (
     TIE_RULE,
     BenchmarkTable,
     Leaderboard,
@@ -269,7 +268,7 @@ def render_html(results: list[dict], generated: dt.datetime | None = None, board
 def build_site(results_folder: str | Path, out_dir: str | Path, generated: dt.datetime | None = None) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/leaderboard.md`` from the valid files in ``results_folder``.
 
-    Invalid files are skipped with a warning (see :func:`leaderboard.ranking.load_accepted`).
+    Invalid files are skipped with a warning (see :func:`protobench.leaderboard.ranking.load_accepted`).
     ``generated`` (default: now, UTC) is the time printed on the page. Returns the index.html path.
     """
     results = load_accepted(results_folder)

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from leaderboard.validate import validate_file
+from protobench.leaderboard.validate import validate_file
 
 Z95 = 1.96
 TIE_RULE = ("two methods tie when their mean accuracies differ by less than 1.96 * sqrt(s1^2/n1 + s2^2/n2) "
@@ -40,7 +39,7 @@ TIE_RULE = ("two methods tie when their mean accuracies differ by less than 1.96
 def load_accepted(folder: str | Path) -> list[dict]:
     """Every valid ``*.json`` result in ``folder`` (not recursive), in file-name order.
 
-    Each file is checked with :func:`leaderboard.validate.validate_file`; an invalid one is skipped
+    Each file is checked with :func:`protobench.leaderboard.validate.validate_file`; an invalid one is skipped
     with a ``UserWarning`` naming the file and its first problem. Each returned dict is the parsed
     file with one extra key, ``"_path"`` (the file's path as a string), for provenance.
     """

@@ -6,7 +6,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 
 

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from leaderboard.validate import validate_file
+from protobench.leaderboard.validate import validate_file
 
 RESULTS_DIR = Path(__file__).with_name("results")
 

@@ -9,26 +9,35 @@ Checks, in order; each of the first two stops the validation when it finds anyth
 
 1. nesting depth at most :data:`MAX_DEPTH`;
 2. the JSON Schema (``leaderboard/result.schema.json``; ``kind`` selects the few-shot or the
-   continual form);
-3. few-shot: ``episodes.n`` against the per-episode evidence; when ``evidence.episodes`` is
+   continual form; ``method.configuration`` and ``method.params_hash`` are required from 1.2.0);
+3. identity, both kinds: ``method.params_hash``, when present, recomputed from ``method.params``
+   (:func:`protobench.leaderboard.identity.params_hash`); a configuration of the hashed form
+   ``<method.name>@<12 hex>`` must carry the first 12 hex digits of that hash;
+4. few-shot: ``episodes.n`` against the per-episode evidence; when ``evidence.episodes`` is
    included, its count, its structure, and its digest (recomputed) against ``episodes.digest``;
    then mean accuracy and CI recomputed from ``evidence.per_episode_accuracy``;
-4. continual: matrix and vector lengths against ``stream_spec.n_experiences`` (and task-aware
+5. continual: matrix and vector lengths against ``stream_spec.n_experiences`` (and task-aware
    matrix and metric present together); only if those hold, every metric recomputed with
-   :mod:`continual.metrics` and its definition compared with the one the validator computes.
+   :mod:`protobench.continual.metrics` and its definition compared with the one the validator computes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
-
-from continual.metrics import DEFINITIONS, TASK_AWARE_AVERAGE_ACCURACY_DEFINITION, average_accuracy, continual_metrics
-from fewshot.episodes import Episode, episode_digest
-from fewshot.metrics import mean_ci95
-from leaderboard.schema import result_schema
+from protobench.continual.metrics import (
+    DEFINITIONS,
+    TASK_AWARE_AVERAGE_ACCURACY_DEFINITION,
+    average_accuracy,
+    continual_metrics,
+)
+from protobench.fewshot.episodes import Episode, episode_digest
+from protobench.fewshot.metrics import mean_ci95
+from protobench.leaderboard.identity import HASH_CHARS, hashed_configuration, params_hash
+from protobench.leaderboard.schema import result_schema
 
 MAX_FILE_BYTES = 64 * 2**20
 MAX_DEPTH = 100  # nesting of lists and objects; a real result file needs fewer than 10
@@ -80,7 +89,7 @@ def recomputed_metrics(result: dict) -> dict[str, float | None]:
     """Every derived figure of a schema-valid result, recomputed from its evidence.
 
     Few-shot: ``mean_accuracy`` and ``ci95`` from ``evidence.per_episode_accuracy``. Continual: the
-    metrics of :data:`continual.metrics.DEFINITIONS` from ``evidence.accuracy_matrix`` and
+    metrics of :data:`protobench.continual.metrics.DEFINITIONS` from ``evidence.accuracy_matrix`` and
     ``evidence.untrained_accuracy``, plus ``task_aware_average_accuracy`` when
     ``evidence.task_aware_accuracy_matrix`` is present (``None`` marks an undefined metric). Raises
     ``ValueError`` on evidence of the wrong shape; :func:`validate_result` checks shapes first.
@@ -111,9 +120,29 @@ def _validate(result) -> list[str]:
     problems = [f"{json_path(error.absolute_path)}: {_shorten(error.message)}" for error in errors]
     if problems:
         return problems
+    problems = _identity_problems(result["method"])
     if result["kind"] == "continual":
-        return _continual_shape_problems(result) or _metric_problems(result)
-    return _fewshot_episode_problems(result) + _metric_problems(result)
+        return problems + (_continual_shape_problems(result) or _metric_problems(result))
+    return problems + _fewshot_episode_problems(result) + _metric_problems(result)
+
+
+def _identity_problems(method: dict) -> list[str]:
+    """``params_hash`` against the hash of ``params``; a hashed-form ``configuration`` against that hash."""
+    claimed = method.get("params_hash")
+    if claimed is None:  # allowed before 1.2.0 only; the schema enforces that
+        return []
+    try:
+        actual = params_hash(method["params"])
+    except (TypeError, ValueError) as error:  # a lone surrogate cannot be encoded as UTF-8
+        return [f"$.method.params: cannot be hashed as canonical JSON: {_shorten(str(error))}"]
+    if claimed != actual:
+        return [f"$.method.params_hash: {claimed} does not match {actual} recomputed from $.method.params"]
+    configuration, expected = method.get("configuration"), hashed_configuration(method["name"], method["params"])
+    hashed_form = re.fullmatch(rf"{re.escape(method['name'])}@[0-9a-f]{{{HASH_CHARS}}}", configuration or "")
+    if hashed_form and configuration != expected:
+        return [f"$.method.configuration: {configuration} has the hashed form <method.name>@<{HASH_CHARS} hex> "
+                f"but the params hash gives {expected}"]
+    return []
 
 
 def _fewshot_episode_problems(result: dict) -> list[str]:

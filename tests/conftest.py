@@ -8,11 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from benchmarks.datasets import BenchmarkData
-from benchmarks.results import build_fewshot_result
-from benchmarks.suite import EpisodeSetting, MethodEntry, Unit
-from fewshot import EpisodeSampler, EpisodeSpec
+from protobench.benchmarks.datasets import BenchmarkData
+from protobench.benchmarks.results import build_fewshot_result
+from protobench.benchmarks.suite import EpisodeSetting, MethodEntry, Unit
+from protobench.fewshot import EpisodeSampler, EpisodeSpec
 
 DATA_ENV = "PROTOBENCH_DATA"
 

@@ -6,9 +6,8 @@ import copy
 import json
 
 import pytest
-
-from benchmarks.cli import main
-from leaderboard.validate import validate_file
+from protobench.benchmarks.cli import main
+from protobench.leaderboard.validate import validate_file
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def test_compare_pairs_identical_episodes_and_refuses_others(quick_results, tmp_
     other["method"]["name"] = "shifted"
     other["evidence"]["per_episode_accuracy"] = [max(0.0, a - 0.1) for a in other["evidence"]["per_episode_accuracy"]]
     values = other["evidence"]["per_episode_accuracy"]
-    from fewshot.metrics import mean_ci95
+    from protobench.fewshot.metrics import mean_ci95
 
     other["metrics"]["mean_accuracy"]["value"], other["metrics"]["ci95"]["value"] = mean_ci95(values)
     shifted = tmp_path / "shifted.json"

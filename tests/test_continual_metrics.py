@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from continual.metrics import (
+from protobench.continual.metrics import (
     DEFINITIONS,
     average_accuracy,
     average_incremental_accuracy,

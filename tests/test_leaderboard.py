@@ -32,10 +32,9 @@ import numpy as np
 import pytest
 from conftest import make_fewshot_result as make_result
 from PIL import Image
-
-from fewshot.metrics import mean_ci95
-from leaderboard.page import build_site, continual_heatmap, render_html
-from leaderboard.ranking import MethodStats, leaderboard_table, load_accepted, markdown, rank, ties
+from protobench.fewshot.metrics import mean_ci95
+from protobench.leaderboard.page import build_site, continual_heatmap, render_html
+from protobench.leaderboard.ranking import MethodStats, leaderboard_table, load_accepted, markdown, rank, ties
 
 ONE_SHOT, FIVE_SHOT = "toy 5-way 1-shot 15-query", "toy 5-way 5-shot 15-query"
 EXPECTED_RANKS = {ONE_SHOT: [("alpha", 1.5), ("beta", 1.5), ("gamma", 3.0)],

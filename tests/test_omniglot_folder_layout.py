@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from fewshot.datasets import load_omniglot
+from protobench.fewshot.datasets import load_omniglot
 
 N_DRAWINGS, SIZE, BLOCK = 20, 105, 15
 # character -> (set, global id); evaluation ids start at 965 as in the real characters.csv

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-
-from fewshot import EpisodeSampler, EpisodeSpec
-from fewshot.datasets import load_omniglot
-from fewshot.evaluation import embed_source, evaluate_cached
-from fewshot.metrics import mean_ci95
-from fewshot.protonet import PrototypicalNetwork
+from protobench.fewshot import EpisodeSampler, EpisodeSpec
+from protobench.fewshot.datasets import load_omniglot
+from protobench.fewshot.evaluation import embed_source, evaluate_cached
+from protobench.fewshot.metrics import mean_ci95
+from protobench.fewshot.protonet import PrototypicalNetwork
 
 
 def test_vinyals_split_sizes(omniglot_root):

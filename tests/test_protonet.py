@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
-from fewshot.backbones import Conv4
-from fewshot.datasets import TensorSource, load_digits_source
-from fewshot.evaluation import embed_source, evaluate_cached, evaluate_per_episode
-from fewshot.metrics import mean_ci95
-from fewshot.protonet import PrototypicalNetwork, prototype_logits
+from protobench.fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
+from protobench.fewshot.backbones import Conv4
+from protobench.fewshot.datasets import TensorSource, load_digits_source
+from protobench.fewshot.evaluation import embed_source, evaluate_cached, evaluate_per_episode
+from protobench.fewshot.metrics import mean_ci95
+from protobench.fewshot.protonet import PrototypicalNetwork, prototype_logits
 
 
 def test_prototype_logits_are_negative_squared_distances_to_class_means():

@@ -13,9 +13,8 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
-
-from benchmarks.cli import main
-from leaderboard.validate import validate_file
+from protobench.benchmarks.cli import main
+from protobench.leaderboard.validate import validate_file
 
 TINY_SUITE = """
 name = "tiny"
@@ -43,7 +42,7 @@ def write_suite(folder: Path, train_episodes: int) -> Path:
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "protobench", *args], capture_output=True, text=True,
                           env=env, check=check, timeout=600)
 
 
@@ -54,7 +53,7 @@ def results_of(folder: Path) -> dict[str, dict]:
 def test_killed_run_resumes_and_loses_nothing(tmp_path):
     suite = write_suite(tmp_path, train_episodes=200)
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "benchmarks.cli", "run", str(suite), "--out", str(out), "--quiet",
+    command = [sys.executable, "-m", "protobench", "run", str(suite), "--out", str(out), "--quiet",
                "--threads", "1"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = out / "checkpoints" / "digits-heldout__protonet__seed0.partial.pt"

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from fewshot import ClassSplit, EpisodeSampler, EpisodeSpec, VariableEpisodeSpec, split_classes
-from fewshot.datasets import ImageFolderSource, TensorSource
+from protobench.fewshot import ClassSplit, EpisodeSampler, EpisodeSpec, VariableEpisodeSpec, split_classes
+from protobench.fewshot.datasets import ImageFolderSource, TensorSource
 
 SPEC = EpisodeSpec(n_way=5, n_shot=1, n_query=2)
 

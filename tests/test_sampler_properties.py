@@ -7,8 +7,7 @@ import random
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec, episode_digest
+from protobench.fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec, episode_digest
 
 SETTINGS = settings(max_examples=40, deadline=None)
 SEEDS = st.integers(min_value=0, max_value=2**64 - 1)

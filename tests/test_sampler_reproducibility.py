@@ -9,9 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
-from fewshot import (
+from protobench.fewshot import (
     Episode,
     EpisodeSampler,
     EpisodeSpec,
@@ -20,8 +18,9 @@ from fewshot import (
     load_episodes,
     save_episodes,
 )
-from fewshot.collate import collate_episode
-from fewshot.datasets import TensorSource
+from protobench.fewshot.collate import collate_episode
+from protobench.fewshot.datasets import TensorSource
+from torch.utils.data import DataLoader
 
 SEED = 123_456_789_012_345
 FIXED = EpisodeSpec(n_way=5, n_shot=2, n_query=3)

@@ -19,8 +19,7 @@ import math
 
 import numpy as np
 import pytest
-
-from fewshot import EpisodeSampler, EpisodeSpec
+from protobench.fewshot import EpisodeSampler, EpisodeSpec
 
 Z_TWO_SIDED_001 = 3.2905  # standard normal 0.9995 quantile
 CHI2_39_LOW, CHI2_39_HIGH = 16.27, 74.73
@@ -122,7 +121,7 @@ def test_support_probability_given_drawn(drawn):
 def test_sample_distinct_is_uniform_over_ordered_samples(population, m):
     from itertools import permutations
 
-    from fewshot.counter_rng import episode_keys, sample_distinct
+    from protobench.fewshot.counter_rng import episode_keys, sample_distinct
 
     rows = 60_000
     keys = episode_keys(7, np.arange(rows))

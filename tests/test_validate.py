@@ -10,9 +10,8 @@ import pytest
 from conftest import make_fewshot_result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from benchmarks.cli import main
-from leaderboard.validate import validate_file, validate_result
+from protobench.benchmarks.cli import main
+from protobench.leaderboard.validate import validate_file, validate_result
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from continual.metrics import DEFINITIONS, TASK_AWARE_AVERAGE_ACCURACY_DEFINITION, average_accuracy, continual_metrics
-from fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
-from fewshot.metrics import CI95_DEFINITION, MEAN_DEFINITION, mean_ci95
-from leaderboard.schema import SCHEMA_VERSION
-from leaderboard.validate import MAX_DEPTH, validate_file, validate_result
+from protobench.continual.metrics import (
+    DEFINITIONS,
+    TASK_AWARE_AVERAGE_ACCURACY_DEFINITION,
+    average_accuracy,
+    continual_metrics,
+)
+from protobench.fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
+from protobench.fewshot.metrics import CI95_DEFINITION, MEAN_DEFINITION, mean_ci95
+from protobench.leaderboard.schema import SCHEMA_VERSION
+from protobench.leaderboard.validate import MAX_DEPTH, validate_file, validate_result
 
 R3 = [[0.90, 0.20, 0.10], [0.70, 0.80, 0.30], [0.50, 0.60, 0.95]]
 B3 = [0.10, 0.15, 0.05]

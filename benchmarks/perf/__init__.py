@@ -1,1 +1,1 @@
-"""Speed benchmarks (run as ``python -m benchmarks.perf.<name>``); ratios against an in-process baseline."""
+"""Speed benchmarks (run as ``python -m protobench.benchmarks.perf.<name>``); ratios against an in-process baseline."""

@@ -1,6 +1,6 @@
 """Batched evaluation from cached embeddings against a per-episode loop.
 
-Run ``python -m benchmarks.perf.eval_speed`` (``--quick`` for a smoke run). Both paths score the
+Run ``python -m protobench.benchmarks.perf.eval_speed`` (``--quick`` for a smoke run). Both paths score the
 same episodes of one EpisodeSampler from the same cached embeddings with
 ``prototype_logits``: ``evaluate_cached`` in chunks of episodes, the loop one episode at a time
 (B=1). Speeds are episodes/second (sampling included in both), best of ``--repeats`` after a
@@ -15,10 +15,9 @@ import time
 
 import numpy as np
 import torch
-
-from fewshot import EpisodeSampler, EpisodeSpec
-from fewshot.evaluation import evaluate_cached
-from fewshot.protonet import PrototypicalNetwork, prototype_logits
+from protobench.fewshot import EpisodeSampler, EpisodeSpec
+from protobench.fewshot.evaluation import evaluate_cached
+from protobench.fewshot.protonet import PrototypicalNetwork, prototype_logits
 
 TARGET_RATIO = 10.0  # x the loop
 TARGET_RATE = 20_000  # episodes/s

@@ -1,6 +1,6 @@
 """Episode sampling speed: EpisodeSampler against a plain per-episode Python sampler.
 
-Run ``python -m benchmarks.perf.sampler_speed`` (``--quick`` for a smoke run). Speeds are
+Run ``python -m protobench.benchmarks.perf.sampler_speed`` (``--quick`` for a smoke run). Speeds are
 episodes/second, each the best of ``--repeats`` timed runs after a warm-up, and reported as a
 ratio to the plain ``random.Random`` sampler timed in the same process; nothing is asserted.
 """
@@ -12,8 +12,7 @@ import random
 import time
 
 import numpy as np
-
-from fewshot import EpisodeSampler, EpisodeSpec
+from protobench.fewshot import EpisodeSampler, EpisodeSpec
 
 TARGET_ONE_AT_A_TIME = 10.0  # x the plain sampler
 TARGET_BATCHED = 100_000  # episodes/s

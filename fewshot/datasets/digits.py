@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from fewshot.datasets.tensor import TensorSource
+from protobench.fewshot.datasets.tensor import TensorSource
 
 
 def load_digits_source(image_size: int = 28) -> TensorSource:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from protobench.fewshot.datasets.image_file import image_to_tensor, open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -41,15 +42,6 @@ class ImageFolderSource:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path = self.files[i]
-        try:
-            with Image.open(path) as image:
-                image = image.convert(self.mode)
-                image.load()
-        except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(f"{path}: cannot decode image ({error}); remove or replace the file") from error
-        if self.transform is not None:
-            return self.transform(image), int(self.labels[i])
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array).unsqueeze(0) if array.ndim == 2 else torch.from_numpy(array).permute(2, 0, 1)
-        return tensor.contiguous(), int(self.labels[i])
+        image = open_image(self.files[i], self.mode)
+        tensor = self.transform(image) if self.transform is not None else image_to_tensor(image)
+        return tensor, int(self.labels[i])

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
-from fewshot.datasets.tensor import TensorSource
-from fewshot.splits import read_class_list
+from protobench.fewshot.datasets.tensor import TensorSource
+from protobench.fewshot.splits import read_class_list
 
 SPLITS = ("train", "val", "test", "trainval")
 _ROTATIONS = {"rot000": 0, "rot090": 1, "rot180": 2, "rot270": 3}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from fewshot.sampler import check_labels
+from protobench.fewshot.sampler import check_labels
 
 
 class TensorSource:

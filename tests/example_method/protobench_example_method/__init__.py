@@ -2,27 +2,32 @@
 
 protobench finds it by the entry point ``raw-pixels`` in the group ``protobench.methods``
 (see this package's pyproject.toml); ``protobench run quick --methods raw-pixels`` runs it.
+It satisfies :class:`protobench.fewshot.learner.EmbeddingLearner`: ``embed`` and ``score``,
+and says what it is (``version``, ``backbone_name``, ``pretraining``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from fewshot.protonet import prototype_logits
+from protobench.fewshot.learner import TaskBatch
+from protobench.fewshot.protonet import prototype_logits
 
 
 class RawPixelPrototypes:
     """No training: an image's features are its pixels; classes are scored by squared distance
     to the mean support image."""
 
-    version = "0.1.0"
+    version = "0.2.0"
     backbone_name = "identity"
     pretraining = None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1).float()
 
-    logits_from_embeddings = staticmethod(prototype_logits)
+    def score(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+              task: TaskBatch) -> torch.Tensor:
+        return prototype_logits(support, support_labels, task.n_way, query)
 
 
 def raw_pixels(input_shape: tuple[int, ...], device: str) -> RawPixelPrototypes:

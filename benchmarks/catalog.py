@@ -1,4 +1,7 @@
-"""The built-in benchmarks: a dataset, its meta-train/val/test split and its checksum."""
+"""The built-in benchmarks: a dataset, its meta-train/val/test split, its checksum and split sizes.
+
+(Data *sources*, which know nothing of benchmarks, live in :mod:`protobench.fewshot.datasets`.)
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.registry import register_benchmark
-from benchmarks.results import directory_checksum
+from protobench.benchmarks.registry import SplitSize, register_benchmark
+from protobench.benchmarks.results import directory_checksum
 
 
 @dataclass(frozen=True)
@@ -21,16 +24,11 @@ class BenchmarkData:
     input_shape: tuple[int, ...]
 
 
-def _require_root(data_root: Path | None, folder: str) -> Path:
-    if data_root is None:
-        raise ValueError(f"this benchmark needs --data-root (a folder holding {folder}/) or $PROTOBENCH_DATA")
-    return Path(data_root) / folder
-
-
-@register_benchmark("digits-heldout")
+@register_benchmark("digits-heldout", input_shape=(1, 28, 28),
+                    splits={"train": SplitSize(5, 177), "test": SplitSize(5, 174)})
 def digits_heldout(data_root: Path | None = None) -> BenchmarkData:
     """scikit-learn's bundled digits: meta-train on digits 0-4, test on held-out 5-9 (embedded)."""
-    from fewshot.datasets import load_digits_source
+    from protobench.fewshot.datasets import load_digits_source
 
     digits = load_digits_source()
     checksum = "sha256:" + hashlib.sha256(digits.images.numpy().tobytes()).hexdigest()
@@ -38,12 +36,14 @@ def digits_heldout(data_root: Path | None = None) -> BenchmarkData:
     return BenchmarkData("digits-heldout", "sklearn-digits", sources, checksum, (1, 28, 28))
 
 
-@register_benchmark("omniglot")
+@register_benchmark("omniglot", input_shape=(1, 28, 28), data_folder="omniglot",
+                    splits={"train": SplitSize(4112, 20), "val": SplitSize(688, 20), "test": SplitSize(1692, 20),
+                            "trainval": SplitSize(4800, 20)})
 def omniglot(data_root: Path | None) -> BenchmarkData:
     """Omniglot, Vinyals split (4112/688/1692 classes with rotations), 28x28 (needs data)."""
-    from fewshot.datasets import load_omniglot
+    from protobench.fewshot.datasets import load_omniglot
 
-    root = _require_root(data_root, "omniglot")
+    root = Path(data_root) / "omniglot"
     sources = {split: load_omniglot(root, split) for split in ("train", "val", "test")}
     files = [root / name for name in ("images_background.npz", "images_evaluation.npz", "characters.csv")]
     checksum = directory_checksum([f for f in files if f.is_file()])

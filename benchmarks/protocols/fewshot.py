@@ -1,0 +1,319 @@
+"""The few-shot protocol: episode settings, meta-training with validation, batched evaluation
+on the test episodes, and the few-shot result body.
+
+Suite keys of a ``[[methods]]`` entry: ``label`` (unique in the suite; defaults to ``method``),
+``method`` (a registered name), ``params`` (passed to the method's factory), ``train`` (episode
+setting, ``episodes``, optional ``checkpoint_every``), ``val`` (episode setting, ``episodes``,
+``every``) and ``tests`` (episode settings with ``episodes``). An episode setting is fixed
+(``n_way``, ``n_shot``, ``n_query``) or, with ``kind = "variable"``, a Meta-Dataset
+:class:`~protobench.fewshot.episodes.VariableEpisodeSpec` (its fields optional).
+
+Each unit writes one result file per test setting, named by the benchmark, the method label,
+the spec's canonical key and the seed. A result is reused on resume only when its
+``run.config_hash`` matches: the benchmark, method, params, training, validation and test
+settings, seed and the CPU thread count (which changes floating-point results).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from protobench.benchmarks.distributed import barrier, gather_concatenated, shard, world
+from protobench.benchmarks.registry import Benchmark, build_method, get_benchmark, get_method
+from protobench.benchmarks.results import config_hash, environment, method_record, peak_rss_mib, run_header
+from protobench.benchmarks.suite import Unit, check_keys
+from protobench.fewshot.episodes import EpisodeSpec, VariableEpisodeSpec
+from protobench.fewshot.evaluation import class_names_of, embed_source, evaluate, evaluate_cached, evaluate_per_episode
+from protobench.fewshot.learner import EmbeddingLearner, TrainableLearner
+from protobench.fewshot.metrics import CI95_DEFINITION, MEAN_DEFINITION, mean_ci95
+from protobench.fewshot.progress import progress_bar
+from protobench.fewshot.sampler import EpisodeSampler
+from protobench.fewshot.training import TrainingContext
+
+if TYPE_CHECKING:
+    from protobench.benchmarks.runner import RunContext
+
+EVAL_CHUNK = 64  # episodes scored per batched call; shards are aligned to it
+FIXED_KEYS = ("n_way", "n_shot", "n_query")
+VARIABLE_KEYS = ("min_way", "max_way", "max_query", "max_support", "max_support_per_class")
+SETTING_KEYS = ("kind", *FIXED_KEYS, *VARIABLE_KEYS, "episodes")
+ENTRY_KEYS = ("label", "method", "params", "train", "val", "tests")
+TRAIN_OPTIONS = {"checkpoint_every": 100}
+VAL_OPTIONS = {"every": 500}
+
+
+@dataclass(frozen=True)
+class EpisodeSetting:
+    """``episodes`` episodes of ``spec``; ``options`` holds the role's extra keys (with defaults)."""
+
+    spec: EpisodeSpec | VariableEpisodeSpec
+    episodes: int
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_table(cls, table: Any, where: str, options: dict | None = None) -> EpisodeSetting:
+        """Parse a TOML table; ``options`` maps the extra keys this role accepts to their defaults."""
+        options = options or {}
+        check_keys(table, (*SETTING_KEYS, *options), where)
+        kind = table.get("kind", "fixed")
+        if kind not in ("fixed", "variable"):
+            raise ValueError(f"{where}: kind must be 'fixed' or 'variable', got {kind!r}")
+        spec_keys = FIXED_KEYS if kind == "fixed" else VARIABLE_KEYS
+        wrong = sorted(set(table) & set(VARIABLE_KEYS if kind == "fixed" else FIXED_KEYS))
+        if wrong:
+            raise ValueError(f"{where}: {', '.join(wrong)} do not apply to a {kind} episode setting")
+        missing = [key for key in (*(FIXED_KEYS if kind == "fixed" else ()), "episodes") if key not in table]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        values = {key: table[key] for key in spec_keys if key in table}
+        for key, value in (*values.items(), ("episodes", table["episodes"]),
+                           *((k, table[k]) for k in options if k in table)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+        try:
+            spec = EpisodeSpec(**values) if kind == "fixed" else VariableEpisodeSpec(**values)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
+        return cls(spec, table["episodes"], {key: table.get(key, default) for key, default in options.items()})
+
+    def describe(self) -> dict:
+        return {**self.spec.to_dict(), "episodes": self.episodes, **self.options}
+
+
+@dataclass(frozen=True)
+class FewShotEntry:
+    """One method of a few-shot suite, with its training, validation and test settings."""
+
+    label: str
+    method: str
+    params: dict
+    train: EpisodeSetting | None
+    val: EpisodeSetting | None
+    tests: tuple[EpisodeSetting, ...]
+
+    def recorded_params(self) -> dict:
+        """The params a result records: the factory's, and the training and validation settings."""
+        return {**self.params, "train": self.train.describe() if self.train else None,
+                "val": self.val.describe() if self.val else None}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One result file a unit writes: its test setting, file name and configuration hash."""
+
+    test: EpisodeSetting
+    file_name: str
+    config_hash: str
+
+
+class FewShotProtocol:
+    """Few-shot suites: parse, check without data, and run units into result files."""
+
+    kind = "fewshot"
+
+    # --- suite settings -------------------------------------------------------------------
+    def parse_tests(self, tables: Any, where: str) -> tuple[EpisodeSetting, ...]:
+        if not isinstance(tables, list):
+            raise ValueError(f"{where}: expected an array of test settings")
+        return tuple(EpisodeSetting.from_table(t, f"{where}[{i}]") for i, t in enumerate(tables))
+
+    def parse_entry(self, table: Any, default_tests: tuple[EpisodeSetting, ...], where: str) -> FewShotEntry:
+        check_keys(table, ENTRY_KEYS, where)
+        if not isinstance(table.get("method"), str):
+            raise ValueError(f"{where}: missing method (a registered method name)")
+        tests = self.parse_tests(table.get("tests", []), f"{where}.tests") or default_tests
+        if not tests:
+            raise ValueError(f"{where}: no tests, and the suite has no default tests")
+        params = table.get("params", {})
+        if not isinstance(params, dict):
+            raise ValueError(f"{where}.params: expected a table of the method's parameters")
+        label = table.get("label", table["method"])
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"{where}.label: expected a non-empty string")
+        return FewShotEntry(
+            label=label, method=table["method"], params=dict(params),
+            train=EpisodeSetting.from_table(table["train"], f"{where}.train", TRAIN_OPTIONS) if "train" in table
+            else None,
+            val=EpisodeSetting.from_table(table["val"], f"{where}.val", VAL_OPTIONS) if "val" in table else None,
+            tests=tests)
+
+    def untrained_entry(self, name: str, suite) -> FewShotEntry:
+        """A registered method the suite does not list, run untrained on the suite's tests."""
+        return FewShotEntry(name, name, {}, None, None, suite.default_tests or suite.methods[0].tests)
+
+    # --- checks before any data is loaded ---------------------------------------------------
+    def check(self, suite) -> list[str]:
+        """Everything wrong with ``suite`` that can be known without loading data."""
+        problems = []
+        for name in suite.benchmarks:
+            try:
+                benchmark = get_benchmark(name)
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            if benchmark.kind != self.kind:
+                problems.append(f"benchmark {name!r} is a {benchmark.kind} benchmark, not {self.kind}")
+                continue
+            for entry in suite.methods:
+                problems += self._entry_problems(entry, benchmark)
+        return list(dict.fromkeys(problems))
+
+    def _entry_problems(self, entry: FewShotEntry, benchmark: Benchmark) -> list[str]:
+        where = f"method {entry.label!r} on benchmark {benchmark.name!r}"
+        try:
+            method = get_method(entry.method)
+        except ValueError as error:
+            return [f"{where}: {error}"]
+        problems = []
+        if method.kind != self.kind:
+            problems.append(f"{where}: {entry.method!r} is a {method.kind} method")
+        try:
+            inspect.signature(method.factory).bind(benchmark.input_shape, "cpu", **entry.params)
+        except TypeError as error:
+            problems.append(f"{where}: params {entry.params} do not fit the method's factory ({error})")
+        roles = [("train", entry.train, "train"), ("val", entry.val, "val")]
+        roles += [(f"test {t.spec.key}", t, "test") for t in entry.tests]
+        for role, setting, split in roles:
+            if setting is None:
+                continue
+            size = benchmark.splits.get(split)
+            if size is None:
+                problems.append(f"{where}: the benchmark has no {split} split for the {role} setting "
+                                f"(it has {', '.join(benchmark.splits)}); remove the setting")
+                continue
+            spec = setting.spec
+            n_way = spec.n_way if isinstance(spec, EpisodeSpec) else spec.min_way
+            if n_way > size.n_classes:
+                problems.append(f"{where}: {role} needs {n_way}-way episodes but the {split} split has "
+                                f"{size.n_classes} classes")
+            if spec.examples_per_class > size.min_class_size:
+                problems.append(f"{where}: {role} needs {spec.examples_per_class} examples per class but the "
+                                f"smallest {split} class has {size.min_class_size}")
+        return problems
+
+    @staticmethod
+    def headline(result: dict) -> str:
+        """One line for a result: its setting, mean accuracy and CI in percent, episodes."""
+        metrics = result["metrics"]
+        return (f"{result['benchmark']['protocol']}: {100 * metrics['mean_accuracy']['value']:.2f} +- "
+                f"{100 * metrics['ci95']['value']:.2f} % ({result['episodes']['n']} episodes)")
+
+    # --- units ----------------------------------------------------------------------------
+    def _training_config(self, unit: Unit, threads: int) -> dict:
+        entry = unit.entry
+        return {"benchmark": unit.benchmark, "method": entry.method, "params": entry.recorded_params(),
+                "seed": unit.seed, "threads": threads}
+
+    def outputs(self, unit: Unit, threads: int) -> list[Output]:
+        """The result files ``unit`` writes, one per test setting."""
+        training = self._training_config(unit, threads)
+        return [Output(test, f"{unit.benchmark}__{unit.entry.label}__{test.spec.key}__seed{unit.seed}.json",
+                       config_hash({**training, "test": test.describe()}))
+                for test in unit.entry.tests]
+
+    def run_unit(self, unit: Unit, outputs: list[Output], data, run: RunContext) -> Iterator[tuple[Output, dict]]:
+        """Train (or reuse) the unit's learner, then score each pending test setting; yields
+        (output, result) on every process (rank 0 writes them)."""
+        learner, training = self._trained_learner(unit, data, run)
+        test_source = data.sources["test"]
+        names = class_names_of(test_source)
+        started = time.perf_counter()
+        embeddings = None
+        if isinstance(learner, EmbeddingLearner):
+            with run.precision(), progress_bar(len(test_source), f"embed {unit.benchmark} test for {unit.name}",
+                                               "img", enabled=run.progress and world()[0] == 0,
+                                               leave=False) as bar:
+                embeddings = embed_source(learner, test_source, progress=bar)
+        embed_seconds = time.perf_counter() - started
+        for output in outputs:
+            started = time.perf_counter()
+            sampler = EpisodeSampler(test_source, output.test.spec, seed=unit.keys["episodes"],
+                                     n_episodes=output.test.episodes)
+            mine = shard(len(sampler), align=EVAL_CHUNK)
+            with run.precision():
+                if embeddings is not None:
+                    accuracies = evaluate_cached(learner, embeddings, sampler, chunk=EVAL_CHUNK, episodes=mine,
+                                                 class_names=names)
+                else:
+                    accuracies = evaluate_per_episode(learner, test_source, sampler.episodes(mine.start, mine.stop))
+            accuracies = gather_concatenated(accuracies)
+            yield output, fewshot_result(
+                unit=unit, output=output, benchmark=data, learner=learner, sampler=sampler, accuracies=accuracies,
+                training=training, eval_seconds=embed_seconds + time.perf_counter() - started, device=run.device)
+        barrier()
+
+    def _trained_learner(self, unit: Unit, data, run: RunContext) -> tuple[Any, dict]:
+        """The unit's learner, built with its ``init`` key, trained (or loaded from its final
+        checkpoint) when the entry has ``train`` settings; and its training record."""
+        entry = unit.entry
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(unit.keys["init"])
+            learner = build_method(entry.method, data.input_shape, run.device, **entry.params)
+        if entry.train is None:
+            return learner, {"episodes": 0, "selected_episode": 0, "train_seconds": 0.0, "curve": []}
+        if not isinstance(learner, TrainableLearner):
+            raise ValueError(f"method {entry.method!r} cannot be trained (it has no fit/state_dict/"
+                             f"load_state_dict); remove the train setting of {entry.label!r}")
+        checkpoints = run.checkpoints(unit.name, config_hash(self._training_config(unit, run.threads)))
+        if world()[0] == 0 and not checkpoints.final.is_file():
+            context = TrainingContext(
+                n_episodes=entry.train.episodes, seed=unit.keys["train"], device=run.device,
+                validate=self._validator(data, entry.val, unit.keys["val"]),
+                validate_every=entry.val.options["every"] if entry.val else entry.train.episodes,
+                checkpoint_path=checkpoints.partial, checkpoint_every=entry.train.options["checkpoint_every"],
+                progress=run.progress, description=f"train {unit.name}")
+            started = time.perf_counter()
+            with run.precision():
+                record = learner.fit(data.sources["train"], entry.train.spec, context).to_dict()
+            record |= {"wall_seconds_with_validation": round(time.perf_counter() - started, 1),
+                       "threads": run.threads, "device": run.device}
+            checkpoints.save_final(learner.state_dict(), record)
+            context.discard_checkpoint()
+        barrier()
+        state, record = checkpoints.load_final(run.device)
+        learner.load_state_dict(state)
+        return learner, record
+
+    @staticmethod
+    def _validator(data, setting: EpisodeSetting | None, key: int):
+        if setting is None:
+            return None
+        sampler = EpisodeSampler(data.sources["val"], setting.spec, seed=key, n_episodes=setting.episodes)
+        return lambda learner: float(evaluate(learner, data.sources["val"], sampler).mean())
+
+
+def fewshot_result(*, unit: Unit, output: Output, benchmark, learner, sampler: EpisodeSampler,
+                   accuracies: np.ndarray, training: dict, eval_seconds: float, device: str) -> dict:
+    """A schema-conformant few-shot result for one test setting of a run unit."""
+    mean, ci95 = mean_ci95(accuracies)
+    spec, entry = sampler.spec, unit.entry
+    return {
+        **run_header("fewshot", unit.name, output.config_hash),
+        "method": method_record(entry.method, entry.label, entry.recorded_params(), learner),
+        "benchmark": {"name": benchmark.name, "dataset": benchmark.dataset, "dataset_checksum": benchmark.checksum,
+                      "split": "test", "protocol": spec.key, "episode_spec": spec.to_dict()},
+        "seeds": unit.keys,
+        "episodes": {"n": len(sampler), "digest": sampler.digest(), "n_classes": int(len(sampler.classes))},
+        "evidence": {"per_episode_accuracy": [float(a) for a in accuracies]},
+        "metrics": {
+            "mean_accuracy": {"value": mean, "definition": MEAN_DEFINITION},
+            "ci95": {"value": ci95, "definition": CI95_DEFINITION},
+        },
+        "budget": {
+            "train_episodes": training["episodes"],
+            "train_wall_seconds": training["train_seconds"],
+            "eval_wall_seconds": round(eval_seconds, 2),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.startswith("cuda") else None,
+            "processes": world()[1],
+        },
+        "training": {k: v for k, v in training.items() if k not in ("episodes", "train_seconds")},
+        "environment": environment(device),
+    }
