@@ -48,3 +48,26 @@ def omniglot(data_root: Path | None) -> BenchmarkData:
     files = [root / name for name in ("images_background.npz", "images_evaluation.npz", "characters.csv")]
     checksum = directory_checksum([f for f in files if f.is_file()])
     return BenchmarkData("omniglot", "omniglot-vinyals", sources, checksum, (1, 28, 28))
+
+
+@register_benchmark("omniglot-subset", input_shape=(1, 28, 28),
+                    splits={"train": SplitSize(1288, 20), "val": SplitSize(324, 20), "test": SplitSize(440, 20)})
+def omniglot_subset(data_root: Path | None = None) -> BenchmarkData:
+    """Omniglot subset shipped in the package: 322/81/110 characters x 4 rotations, 28x28 binary (embedded)."""
+    from protobench.fewshot.datasets import load_omniglot_subset
+    from protobench.fewshot.datasets.omniglot_subset import SUBSET_FILE
+
+    sources = {split: load_omniglot_subset(split) for split in ("train", "val", "test")}
+    return BenchmarkData("omniglot-subset", "omniglot-subset", sources, directory_checksum([SUBSET_FILE]), (1, 28, 28))
+
+
+@register_benchmark("mini-imagenet", input_shape=(3, 84, 84), data_folder="mini-imagenet",
+                    splits={"val": SplitSize(16, 600), "test": SplitSize(20, 600)})
+def mini_imagenet(data_root: Path | None) -> BenchmarkData:
+    """mini-ImageNet, Ravi split, val (16 classes) and test (20) only: no meta-training (needs data)."""
+    from protobench.fewshot.datasets import load_mini_imagenet
+
+    root = Path(data_root) / "mini-imagenet"
+    sources = {"train": None, "val": load_mini_imagenet(root, "val"), "test": load_mini_imagenet(root, "test")}
+    checksum = directory_checksum([root / "splits" / "ravi" / f"{split}.csv" for split in ("val", "test")])
+    return BenchmarkData("mini-imagenet", "mini-imagenet-ravi", sources, checksum, (3, 84, 84))

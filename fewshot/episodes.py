@@ -54,11 +54,34 @@ class EpisodeSpec:
 class VariableEpisodeSpec:
     """Meta-Dataset episodes (Triantafillou et al. 2020), variable way and shot.
 
-    - ways uniform in [min_way, min(max_way, number of classes)];
-    - query per class ``min(max_query, floor(smallest chosen class / 2))``;
-    - support size ``min(max_support, sum_c ceil(beta * min(max_support_per_class, n_c - q)))``
-      with beta ~ U(0, 1), split across classes in proportion to their remaining examples times
-      ``exp(U(log 0.5, log 2))`` noise, at least one shot each.
+    The rule of Meta-Dataset's ``EpisodeDescriptionSampler`` (google-research/meta-dataset,
+    ``meta_dataset/data/sampling.py``) without a class hierarchy; the defaults are its settings.
+    With ``n_c`` the number of examples of class ``c`` (counts of examples, not fractions), an
+    episode draws, in this order:
+
+    1. the way ``N``, uniform on the integers ``[min_way, min(max_way, number of classes)]``;
+    2. ``N`` distinct classes, uniformly, in random order;
+    3. the query count, the same for every class: ``q = min(max_query, min_c floor(n_c / 2))``;
+    4. the support-set size
+       ``S = min(max_support, sum_c floor(beta * min(max_support_per_class, n_c - q) + 1))``,
+       beta ~ U[0, 1) drawn once per episode (the paper writes ``ceil(beta * ...)`` with beta in
+       (0, 1]; the two agree unless ``beta * ...`` is an integer, which has probability 0);
+    5. the shots ``k_c = min(floor(p_c * (S - N)) + 1, n_c - q)``, where
+       ``p_c = n_c exp(a_c) / sum_c' n_c' exp(a_c')`` and ``a_c ~ U(log 0.5, log 2)`` independently:
+       proportions follow the class sizes ``n_c`` (not ``n_c - q``), and every class has a shot;
+    6. ``k_c + q`` distinct examples of each class, uniformly: the first ``k_c`` support, the rest query.
+
+    Known departures from Meta-Dataset:
+
+    - classes are always chosen uniformly. Meta-Dataset does so too except for ImageNet (the
+      classes under one node of the WordNet DAG, so the way is not uniform there) and Omniglot
+      (the classes of one alphabet), hierarchies a label array does not carry;
+    - the log-weight range (log 0.5, log 2) is fixed; Meta-Dataset configures it
+      (``min_log_weight``/``max_log_weight``, with these values in its shipped configs);
+    - random numbers come from the sampler's counter-based stream (:mod:`protobench.fewshot.counter_rng`), not
+      numpy's ``RandomState``: same distribution, other episodes for a given seed;
+    - examples are drawn afresh for each episode; Meta-Dataset reads them from per-class streams
+      shuffled through a finite buffer and repeated (``meta_dataset/data/reader.py``).
     """
 
     min_way: int = 5

@@ -5,7 +5,8 @@ The sampler sees only labels, never images. Episode ``i`` is a pure function of
 in any process or DataLoader worker, and always comes out the same.
 
 As a ``batch_sampler`` it yields one list of source indices per episode: support indices
-grouped by class, then query indices grouped by class in the same class order.
+grouped by class, then query indices grouped by class in the same class order. Like torch's
+``DistributedSampler`` it has ``set_epoch`` and ``rank``/``world_size`` (see :class:`EpisodeSampler`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from protobench.fewshot.counter_rng import CounterStream, check_seed, episode_keys
+
+from protobench.fewshot.counter_rng import CounterStream, check_seed, episode_keys, role_key
 from protobench.fewshot.episodes import Episode, EpisodeBatch, EpisodeSpec, VariableEpisodeSpec, episode_digest
 
 _ITER_CHUNK = 2048
@@ -42,6 +44,16 @@ def check_labels(labels) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def _check_int(name: str, value, low: int, high: int | None, hint: str) -> int:
+    """``value`` as an int in [low, high) (no upper bound if ``high`` is None), else TypeError/ValueError."""
+    bounds = f"[{low}, {high})" if high is not None else f">= {low}"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer {bounds}, got {value!r}; {hint}")
+    if value < low or (high is not None and value >= high):
+        raise ValueError(f"{name} must be an integer {bounds}, got {value}; {hint}")
+    return int(value)
+
+
 class EpisodeSampler:
     """Draws ``n_episodes`` episodes of ``spec`` from ``labels`` with its own ``seed``.
 
@@ -50,9 +62,26 @@ class EpisodeSampler:
     labels: integer class label of every example (or a source with ``labels``/``targets``).
     spec: :class:`EpisodeSpec` (fixed N-way K-shot Q-query) or :class:`VariableEpisodeSpec`.
     seed: integer in [0, 2**64); the only source of randomness.
-    n_episodes: length of the sampler.
+    n_episodes: episodes per epoch, over all processes.
     drop_small_classes: classes with fewer examples than an episode needs are an error unless
         this is True, in which case they are left out (and listed in ``dropped_classes``).
+    rank, world_size: this process's index and the number of processes sharing the episodes
+        (as ``torch.distributed.get_rank()`` and ``get_world_size()``); defaults 0 and 1.
+
+    Epochs and processes, as with torch's ``DistributedSampler``:
+
+    - ``set_epoch(e)`` switches to the episodes of epoch ``e`` without building a new sampler.
+      Epoch 0 (the start) draws episode ``i`` from ``(seed, i)``; epoch ``e > 0`` draws it from
+      ``(role_key(f"epoch-{e}", seed), i)``. So epoch 0 is what a sampler without epochs gives,
+      and every epoch is a pure function of ``(seed, e)``.
+    - ``iter(sampler)`` (one list of source indices per episode) and ``len(sampler)`` cover this
+      process's share of the current epoch: episodes ``rank, rank + world_size, ...`` below
+      ``n_episodes``. The shares of ranks ``0..world_size-1`` are disjoint and together hold every
+      episode exactly once. Unlike ``DistributedSampler`` nothing is padded, so when
+      ``world_size`` does not divide ``n_episodes`` the first ``n_episodes % world_size`` ranks
+      have one episode more; pick a multiple if every rank must take the same number of steps.
+    - ``sampler[i]``, ``batch(a, b)``, ``episodes()`` and ``digest()`` index all ``n_episodes``
+      episodes of the current epoch, whatever the rank.
     """
 
     def __init__(
@@ -63,6 +92,8 @@ class EpisodeSampler:
         n_episodes: int,
         *,
         drop_small_classes: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not isinstance(spec, (EpisodeSpec, VariableEpisodeSpec)):
             raise TypeError(f"spec must be an EpisodeSpec or VariableEpisodeSpec, got {type(spec).__name__}")
@@ -71,6 +102,11 @@ class EpisodeSampler:
         self.spec = spec
         self.seed = check_seed(seed)
         self.n_episodes = int(n_episodes)
+        self.world_size = _check_int("world_size", world_size, 1, None,
+                                     "pass the number of processes, e.g. torch.distributed.get_world_size()")
+        self.rank = _check_int("rank", rank, 0, self.world_size,
+                               "pass this process's index, e.g. torch.distributed.get_rank()")
+        self.set_epoch(0)
         labels = check_labels(labels)
 
         classes, counts = np.unique(labels, return_counts=True)
@@ -99,8 +135,22 @@ class EpisodeSampler:
         self._by_class = order[in_kept]
         self._starts = np.concatenate([[0], np.cumsum(self.class_sizes)[:-1]]).astype(np.int64)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Give the episodes of ``epoch`` (an int >= 0) from now on; epoch 0 is the default."""
+        self.epoch = _check_int("epoch", epoch, 0, None, "count epochs from 0 and call set_epoch before each")
+        self._epoch_seed = self.seed if self.epoch == 0 else role_key(f"epoch-{self.epoch}", self.seed)
+
+    def _keys(self, episode_ids: np.ndarray) -> np.ndarray:
+        """Keys of episodes ``episode_ids`` of the current epoch."""
+        return episode_keys(self._epoch_seed, episode_ids)
+
+    def _share(self) -> np.ndarray:
+        """Ids of this rank's episodes: rank, rank + world_size, ... below n_episodes."""
+        return np.arange(self.rank, self.n_episodes, self.world_size)
+
     def __len__(self) -> int:
-        return self.n_episodes
+        """Episodes this rank iterates per epoch (all ``n_episodes`` when world_size is 1)."""
+        return len(range(self.rank, self.n_episodes, self.world_size))
 
     def _check_range(self, start: int, stop: int) -> None:
         if not 0 <= start <= stop <= self.n_episodes:
@@ -112,16 +162,20 @@ class EpisodeSampler:
         self._check_range(i, i + 1)
         if isinstance(self.spec, EpisodeSpec):
             return self.batch(i, i + 1)[0]
-        return self._variable_episode(episode_keys(self.seed, np.array([i]))[0])
+        return self._variable_episode(self._keys(np.array([i]))[0])
 
     def batch(self, start: int, stop: int) -> EpisodeBatch:
         """Episodes ``start..stop-1`` generated at once (fixed specs only)."""
         if not isinstance(self.spec, EpisodeSpec):
             raise TypeError("batch() needs a fixed EpisodeSpec; iterate a variable-spec sampler instead")
         self._check_range(start, stop)
+        return self._fixed_batch(self._keys(np.arange(start, stop)))
+
+    def _fixed_batch(self, keys: np.ndarray) -> EpisodeBatch:
+        """The fixed-spec episodes of ``keys`` (one per episode), generated at once."""
         spec = self.spec
-        n_episodes, per_class = stop - start, spec.examples_per_class
-        stream = CounterStream(episode_keys(self.seed, np.arange(start, stop)))
+        n_episodes, per_class = len(keys), spec.examples_per_class
+        stream = CounterStream(keys)
         class_pos = stream.distinct(np.full(n_episodes, len(self.classes)), spec.n_way)
         example_pos = stream.distinct(self.class_sizes[class_pos], per_class)
         rows = class_pos.reshape(-1)
@@ -136,6 +190,7 @@ class EpisodeSampler:
         )
 
     def _variable_episode(self, key: np.uint64) -> Episode:
+        """The episode of ``key`` under the Meta-Dataset rule stated in :class:`VariableEpisodeSpec`."""
         spec: VariableEpisodeSpec = self.spec
         stream = CounterStream(np.array([key]))
         max_way = min(spec.max_way, len(self.classes))
@@ -146,10 +201,9 @@ class EpisodeSampler:
         remaining = sizes - n_query
         beta = stream.uniform(1)[0, 0]
         contributions = np.minimum(spec.max_support_per_class, remaining)
-        support_size = min(spec.max_support, int(np.ceil(beta * contributions).sum()))
-        support_size = max(support_size, n_way)
+        support_size = min(spec.max_support, int(np.floor(beta * contributions + 1).sum()))
         log_weights = np.log(0.5) + stream.uniform(n_way)[0] * (np.log(2.0) - np.log(0.5))
-        weights = np.exp(log_weights) * remaining
+        weights = sizes * np.exp(log_weights)
         shots = np.floor(weights / weights.sum() * (support_size - n_way)).astype(np.int64) + 1
         shots = np.minimum(shots, remaining)
         support_groups, query_groups = [], []
@@ -161,26 +215,31 @@ class EpisodeSampler:
             query_groups.append(examples[shot:])
         return Episode.from_groups(self.classes[class_pos], support_groups, query_groups)
 
+    def _generate(self, keys: np.ndarray) -> Iterator[Episode | EpisodeBatch]:
+        """The episodes of ``keys``: one by one (variable specs) or in vectorised chunks (fixed)."""
+        if not isinstance(self.spec, EpisodeSpec):
+            return (self._variable_episode(key) for key in keys)
+        return (self._fixed_batch(keys[first : first + _ITER_CHUNK]) for first in range(0, len(keys), _ITER_CHUNK))
+
     def episodes(self, start: int = 0, stop: int | None = None) -> Iterator[Episode]:
-        """Iterate episodes ``start..stop-1`` (all by default), generated in vectorised chunks."""
+        """Iterate episodes ``start..stop-1`` (all by default) of the epoch current at this call."""
         stop = self.n_episodes if stop is None else stop
         self._check_range(start, stop)
+        items = self._generate(self._keys(np.arange(start, stop)))
         if not isinstance(self.spec, EpisodeSpec):
-            keys = episode_keys(self.seed, np.arange(start, stop))
-            return (self._variable_episode(key) for key in keys)
-        chunks = (self.batch(first, min(first + _ITER_CHUNK, stop)) for first in range(start, stop, _ITER_CHUNK))
-        return (episode for chunk in chunks for episode in chunk)
+            return items
+        return (episode for chunk in items for episode in chunk)
 
     def __iter__(self) -> Iterator[list[int]]:
-        """One list of source indices per episode (support, then query): a ``batch_sampler``."""
+        """One list of source indices (support, then query) per episode of this rank's share of the
+        epoch current at this call: a ``batch_sampler``."""
+        items = self._generate(self._keys(self._share()))
         if not isinstance(self.spec, EpisodeSpec):
-            return (episode.indices for episode in self.episodes())
-        chunks = (self.batch(first, min(first + _ITER_CHUNK, self.n_episodes))
-                  for first in range(0, self.n_episodes, _ITER_CHUNK))
-        return (indices for chunk in chunks for indices in np.concatenate([chunk.support, chunk.query], 1).tolist())
+            return (episode.indices for episode in items)
+        return (indices for chunk in items for indices in np.concatenate([chunk.support, chunk.query], 1).tolist())
 
     def digest(self) -> str:
-        """:func:`episode_digest` of all the sampler's episodes."""
+        """:func:`episode_digest` of all ``n_episodes`` episodes of the current epoch (every rank's)."""
         if isinstance(self.spec, EpisodeSpec):
             chunk = 8192
             return episode_digest(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from protobench.fewshot.counter_rng import check_seed
 
 

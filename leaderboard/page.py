@@ -5,12 +5,17 @@ The HTML needs no server and no network: CSS is inline, plots are PNGs rendered 
 Agg backend and inlined as ``data:`` URIs, there is no script, and a Content-Security-Policy
 forbids loading anything else. Contents:
 
-* the overall average-rank table (``<table class="overall">``);
+* the overall average-rank table (``<table class="overall">``), one row per method configuration;
 * per few-shot benchmark, a ``<table class="benchmark" data-benchmark="<name> <protocol>">`` whose
-  body rows are ``<tr data-method="..." data-rank="...">``, and a point chart of mean accuracy with
-  95% CI error bars;
-* per (benchmark name, n_way), accuracy against n_shot, one line per method (fixed episode specs);
+  body rows are ``<tr data-configuration="..." data-method="..." data-rank="...">``, and a point
+  chart of mean accuracy with 95% CI error bars;
+* per (benchmark name, n_way), accuracy against n_shot, one line per configuration (fixed episode
+  specs);
 * per continual result, a heatmap of its accuracy matrix R[i][j] (a note when there are none).
+
+A row is a method configuration (:func:`protobench.leaderboard.identity.configuration_of`), shown
+in a ``configuration`` column beside a ``method`` column holding the registry name; charts label
+rows by configuration.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from protobench.leaderboard.identity import configuration_of
 from protobench.leaderboard.ranking import (
     TIE_RULE,
     BenchmarkTable,
@@ -72,14 +79,14 @@ def _figure(uri: str, alt: str, caption: str) -> str:
 
 
 def accuracy_chart(table: BenchmarkTable) -> str:
-    """Point chart of each method's mean accuracy (%) with its 95% CI as error bars, best on top."""
+    """Point chart of each configuration's mean accuracy (%) with its 95% CI as error bars, best on top."""
     rows = table.rows
     fig = Figure(figsize=(6.4, 0.9 + 0.42 * len(rows)))
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     ax.errorbar([100 * r["mean"] for r in rows], y, xerr=[100 * r["ci95"] for r in rows], fmt="o", capsize=4,
                 color="#0969da")
-    ax.set_yticks(y, [f"{r['method']} (rank {format_rank(r['rank'])})" for r in rows])
+    ax.set_yticks(y, [f"{r['configuration']} (rank {format_rank(r['rank'])})" for r in rows])
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("accuracy (%), mean ± 95% CI")
     ax.set_title(table.label, fontsize=10)
@@ -88,10 +95,10 @@ def accuracy_chart(table: BenchmarkTable) -> str:
 
 
 def shots_charts(board: Leaderboard) -> list[tuple[str, str]]:
-    """(title, PNG URI) per (benchmark name, n_way): accuracy against n_shot, one line per method.
+    """(title, PNG URI) per (benchmark name, n_way): accuracy against n_shot, one line per configuration.
 
     Only fixed episode specs are plotted. When one group mixes query sizes, lines are split by
-    n_query too and labelled ``method (q=N)``.
+    n_query too and labelled ``configuration (q=N)``.
     """
     groups: dict[tuple[str, int], list[tuple[BenchmarkTable, dict]]] = defaultdict(list)
     for table in board.tables:
@@ -103,7 +110,7 @@ def shots_charts(board: Leaderboard) -> list[tuple[str, str]]:
         mixed_query = len({t.episode_spec["n_query"] for t, _ in items}) > 1
         lines: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
         for table, row in items:
-            label = row["method"] + (f" (q={table.episode_spec['n_query']})" if mixed_query else "")
+            label = row["configuration"] + (f" (q={table.episode_spec['n_query']})" if mixed_query else "")
             lines[label].append((table.episode_spec["n_shot"], 100 * row["mean"], 100 * row["ci95"]))
         shots = sorted({t.episode_spec["n_shot"] for t, _ in items})
         fig = Figure(figsize=(6.4, 4.0))
@@ -146,7 +153,7 @@ def continual_heatmap(result: dict) -> tuple[str, str] | None:
     ax.set_yticks(list(ticks))
     ax.set_xlabel("evaluated on experience j")
     ax.set_ylabel("after training experience i")
-    method = result.get("method", {}).get("name", "?")
+    method = configuration_of(result) if "name" in result.get("method", {}) else "?"
     benchmark = result.get("benchmark", {})
     title = f"{method} on {benchmark.get('name', '?')}"
     if benchmark.get("protocol"):
@@ -166,14 +173,21 @@ def _continual_caption(result: dict) -> str:
     return (": " + ", ".join(shown)) if shown else ""
 
 
+def _identity_html(row: dict, notes: dict[str, int]) -> tuple[str, str]:
+    """The row's ``data-*`` identity attributes, and its configuration and method cells."""
+    configuration, method = html.escape(row["configuration"]), html.escape(row["method"])
+    mark = f"<sup>{notes[row['pretraining']]}</sup>" if row["pretraining"] else ""
+    return (f'data-configuration="{configuration}" data-method="{method}"',
+            f'<td class="configuration">{configuration}{mark}</td><td class="method">{method}</td>')
+
+
 def _rows_html(table: BenchmarkTable, notes: dict[str, int]) -> str:
     out = []
     for r in table.rows:
-        mark = f"<sup>{notes[r['pretraining']]}</sup>" if r["pretraining"] else ""
+        attributes, cells = _identity_html(r, notes)
         seeds = ", ".join(f"{100 * m:.2f}" for m in sorted(r["seed_means"], reverse=True))
-        out.append(f'<tr data-method="{html.escape(r["method"])}" data-rank="{format_rank(r["rank"])}">'
-                   f'<td class="num rank">{format_rank(r["rank"])}</td>'
-                   f'<td class="method">{html.escape(r["method"])}{mark}</td>'
+        out.append(f'<tr {attributes} data-rank="{format_rank(r["rank"])}">'
+                   f'<td class="num rank">{format_rank(r["rank"])}</td>{cells}'
                    f'<td class="num accuracy">{100 * r["mean"]:.2f} ± {100 * r["ci95"]:.2f}</td>'
                    f'<td class="num episodes">{r["n"]}</td>'
                    f'<td class="num seeds">{seeds}</td>'
@@ -205,16 +219,15 @@ def render_html(results: list[dict], generated: dt.datetime | None = None, board
         '<nav><a href="#overall">average rank</a><a href="#fewshot">few-shot benchmarks</a>'
         '<a href="#shots">accuracy vs shots</a><a href="#continual">continual</a></nav></header>',
         '<section id="overall"><h2>Average rank</h2>',
-        f'<p class="note">Mean of each method\'s ranks over the benchmarks it appears in (out of '
+        f'<p class="note">Mean of each method configuration\'s ranks over the benchmarks it appears in (out of '
         f"{board.n_benchmarks}); lower is better.</p>",
     ]
     if board.overall:
-        parts.append('<table class="overall"><thead><tr><th>method</th><th class="num">average rank</th>'
-                     '<th class="num">benchmarks</th></tr></thead><tbody>')
+        parts.append('<table class="overall"><thead><tr><th>configuration</th><th>method</th>'
+                     '<th class="num">average rank</th><th class="num">benchmarks</th></tr></thead><tbody>')
         for r in board.overall:
-            mark = f"<sup>{notes[r['pretraining']]}</sup>" if r["pretraining"] else ""
-            parts.append(f'<tr data-method="{html.escape(r["method"])}"><td class="method">'
-                         f'{html.escape(r["method"])}{mark}</td><td class="num">{r["average_rank"]:.2f}</td>'
+            attributes, cells = _identity_html(r, notes)
+            parts.append(f'<tr {attributes}>{cells}<td class="num">{r["average_rank"]:.2f}</td>'
                          f'<td class="num">{r["n_benchmarks"]}</td></tr>')
         parts.append("</tbody></table>")
     else:
@@ -226,7 +239,7 @@ def render_html(results: list[dict], generated: dt.datetime | None = None, board
         label = html.escape(table.label)
         parts += [f'<section class="benchmark-section" id="b-{_slug(table.label)}"><h3>{label}</h3>',
                   f'<table class="benchmark" data-benchmark="{label}"><thead><tr><th class="num">rank</th>'
-                  '<th>method</th><th class="num">accuracy (%)</th><th class="num">episodes</th>'
+                  '<th>configuration</th><th>method</th><th class="num">accuracy (%)</th><th class="num">episodes</th>'
                   '<th class="num">per-file (seed) means (%)</th><th class="num">average rank</th></tr></thead><tbody>',
                   _rows_html(table, notes), "</tbody></table>",
                   _figure(accuracy_chart(table), f"accuracy with 95% CI, {table.label}",

@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
+
 from protobench.continual.metrics import (
     DEFINITIONS,
     TASK_AWARE_AVERAGE_ACCURACY_DEFINITION,
@@ -127,17 +128,21 @@ def _validate(result) -> list[str]:
 
 
 def _identity_problems(method: dict) -> list[str]:
-    """``params_hash`` against the hash of ``params``; a hashed-form ``configuration`` against that hash."""
-    claimed = method.get("params_hash")
-    if claimed is None:  # allowed before 1.2.0 only; the schema enforces that
+    """``params_hash`` against the hash of ``params``; a hashed-form ``configuration`` against that hash.
+
+    Both keys are optional before 1.2.0 (the schema requires them from 1.2.0); whichever is
+    present is checked. A wrong ``params_hash`` is the one problem reported.
+    """
+    claimed, configuration = method.get("params_hash"), method.get("configuration")
+    if claimed is None and configuration is None:
         return []
     try:
         actual = params_hash(method["params"])
-    except (TypeError, ValueError) as error:  # a lone surrogate cannot be encoded as UTF-8
+    except (TypeError, ValueError) as error:  # e.g. a lone surrogate, which UTF-8 cannot encode
         return [f"$.method.params: cannot be hashed as canonical JSON: {_shorten(str(error))}"]
-    if claimed != actual:
+    if claimed is not None and claimed != actual:
         return [f"$.method.params_hash: {claimed} does not match {actual} recomputed from $.method.params"]
-    configuration, expected = method.get("configuration"), hashed_configuration(method["name"], method["params"])
+    expected = hashed_configuration(method["name"], method["params"])
     hashed_form = re.fullmatch(rf"{re.escape(method['name'])}@[0-9a-f]{{{HASH_CHARS}}}", configuration or "")
     if hashed_form and configuration != expected:
         return [f"$.method.configuration: {configuration} has the hashed form <method.name>@<{HASH_CHARS} hex> "

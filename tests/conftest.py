@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from protobench.benchmarks.datasets import BenchmarkData
-from protobench.benchmarks.results import build_fewshot_result
-from protobench.benchmarks.suite import EpisodeSetting, MethodEntry, Unit
+
+from protobench.benchmarks.catalog import BenchmarkData
+from protobench.benchmarks.protocols.fewshot import EpisodeSetting, FewShotEntry, Output, fewshot_result
+from protobench.benchmarks.suite import Unit
 from protobench.fewshot import EpisodeSampler, EpisodeSpec
 
 DATA_ENV = "PROTOBENCH_DATA"
@@ -34,15 +35,17 @@ def omniglot_root() -> Path:
 
 
 def make_fewshot_result(method: str, n_shot: int, accuracies: np.ndarray, seed: int = 0,
-                        pretraining: str | None = None) -> dict:
+                        pretraining: str | None = None, params: dict | None = None) -> dict:
     """A valid few-shot result of ``method`` on benchmark "toy" (5-way ``n_shot``-shot 15-query)."""
     spec = EpisodeSpec(5, n_shot, 15)
-    entry = MethodEntry(label=method, method=method, params={}, train=None, val=None,
-                        tests=(EpisodeSetting(spec, len(accuracies)),))
+    test = EpisodeSetting(spec, len(accuracies))
+    entry = FewShotEntry(label=method, method=method, params=dict(params or {}), train=None, val=None, tests=(test,))
     unit = Unit("toy", entry, seed)
     data = BenchmarkData(name="toy", dataset="toy", sources={}, checksum=None, input_shape=(1, 28, 28))
-    sampler = EpisodeSampler(np.repeat(np.arange(10), 25), spec, seed=unit.seeds["episodes"],
+    sampler = EpisodeSampler(np.repeat(np.arange(10), 25), spec, seed=unit.keys["episodes"],
                              n_episodes=len(accuracies))
-    return build_fewshot_result(unit=unit, data=data, learner=SimpleNamespace(pretraining=pretraining),
-                                sampler=sampler, accuracies=accuracies, training={"episodes": 0, "wall_seconds": 0.0},
-                                eval_seconds=0.1, device="cpu")
+    learner = SimpleNamespace(version="1", backbone_name=None, pretraining=pretraining)
+    output = Output(test, f"toy__{method}__{spec.key}__seed{seed}.json", "sha256:" + "0" * 64)
+    training = {"episodes": 0, "selected_episode": 0, "train_seconds": 0.0, "curve": []}
+    return fewshot_result(unit=unit, output=output, benchmark=data, learner=learner, sampler=sampler,
+                          accuracies=accuracies, training=training, eval_seconds=0.1, device="cpu")

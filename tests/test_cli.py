@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+
 from protobench.benchmarks.cli import main
 from protobench.leaderboard.validate import validate_file
 

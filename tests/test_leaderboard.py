@@ -1,7 +1,8 @@
 """Leaderboard: loading accepted files, the Meta-Dataset tie rule, average ranks, Markdown, and the
 static page rendered in real headless Chromium.
 
-The synthetic results are 3 methods x 2 benchmarks whose per-episode accuracies alternate
+The synthetic results are 3 methods (one unlabelled configuration each, so each row is
+``<name>@<params hash>``) x 2 benchmarks whose per-episode accuracies alternate
 ``m + 0.1`` / ``m - 0.1``, so every mean is exact and every std is about 0.1; with 600 episodes the
 tie threshold between two methods is about 1.96 * sqrt(2 * 0.01 / 600) = 0.0113:
 
@@ -32,13 +33,15 @@ import numpy as np
 import pytest
 from conftest import make_fewshot_result as make_result
 from PIL import Image
+
 from protobench.fewshot.metrics import mean_ci95
+from protobench.leaderboard.identity import configuration_of, hashed_configuration
 from protobench.leaderboard.page import build_site, continual_heatmap, render_html
 from protobench.leaderboard.ranking import MethodStats, leaderboard_table, load_accepted, markdown, rank, ties
+from protobench.leaderboard.validate import validate_result
 
-ONE_SHOT, FIVE_SHOT = "toy 5-way 1-shot 15-query", "toy 5-way 5-shot 15-query"
-EXPECTED_RANKS = {ONE_SHOT: [("alpha", 1.5), ("beta", 1.5), ("gamma", 3.0)],
-                  FIVE_SHOT: [("alpha", 1.0), ("beta", 2.5), ("gamma", 2.5)]}
+EXPECTED_RANKS = {1: [("alpha", 1.5), ("beta", 1.5), ("gamma", 3.0)],  # by n_shot of the benchmark
+                  5: [("alpha", 1.0), ("beta", 2.5), ("gamma", 2.5)]}
 EXPECTED_AVERAGE = {"alpha": 1.25, "beta": 2.0, "gamma": 2.75}
 GENERATED = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -82,6 +85,16 @@ def accepted(results_dir) -> list[dict]:
     return results
 
 
+@pytest.fixture(scope="module")
+def configuration(accepted) -> dict[str, str]:
+    """Method name -> its (single) configuration, the row key, in the fixture files."""
+    found = {(r["method"]["name"], configuration_of(r)) for r in accepted}
+    assert found == {(r["method"]["name"], hashed_configuration(r["method"]["name"], r["method"]["params"]))
+                     for r in accepted}
+    assert len(found) == 3
+    return dict(found)
+
+
 def test_invalid_files_are_skipped_with_a_warning(accepted):
     assert len(accepted) == 7
     assert "cheater" not in {r["method"]["name"] for r in accepted}
@@ -97,34 +110,116 @@ def test_seeds_of_one_method_are_pooled(accepted):
     assert beta["mean"] == pytest.approx(mean, abs=1e-12) and beta["ci95"] == pytest.approx(ci95, abs=1e-12)
     assert beta["std"] == pytest.approx(pooled.std(ddof=1), abs=1e-12)
     assert sorted(beta["seed_means"]) == pytest.approx([0.79, 0.80], abs=1e-12)
-    assert sorted(s["episodes"] for s in beta["seeds"]) == [2, 3]  # unit seeds 0 and 1
+    assert sorted(s["seed"] for s in beta["seeds"]) == [0, 1]
     with pytest.warns(UserWarning, match="seen before; not pooled twice"):
         again = leaderboard_table([*accepted, copy.deepcopy(accepted[1])])
     assert again.tables[0].rows == board.tables[0].rows
 
 
-def test_benchmark_ranks_and_ties(accepted):
+def test_benchmark_ranks_and_ties(accepted, configuration):
     board = leaderboard_table(accepted)
-    assert [t.label for t in board.tables] == [ONE_SHOT, FIVE_SHOT]
+    protocols = {r["benchmark"]["episode_spec"]["n_shot"]: r["benchmark"]["protocol"] for r in accepted}
+    assert [t.label for t in board.tables] == [f"toy {protocols[1]}", f"toy {protocols[5]}"]
     for table in board.tables:
-        assert [(r["method"], r["rank"]) for r in table.rows] == EXPECTED_RANKS[table.label]
+        assert [(r["configuration"], r["method"], r["rank"]) for r in table.rows] == [
+            (configuration[m], m, rank) for m, rank in EXPECTED_RANKS[table.episode_spec["n_shot"]]]
 
 
-def test_average_rank_column(accepted):
+def test_average_rank_column(accepted, configuration):
     board = leaderboard_table(accepted)
-    assert [(r["method"], r["average_rank"], r["n_benchmarks"]) for r in board.overall] == [
-        (m, EXPECTED_AVERAGE[m], 2) for m in ("alpha", "beta", "gamma")]
+    assert [(r["configuration"], r["method"], r["average_rank"], r["n_benchmarks"]) for r in board.overall] == [
+        (configuration[m], m, EXPECTED_AVERAGE[m], 2) for m in ("alpha", "beta", "gamma")]
     assert all(row["average_rank"] == EXPECTED_AVERAGE[row["method"]] for t in board.tables for row in t.rows)
 
 
-def stats(method: str, mean: float, std: float = 0.1, n: int = 600) -> MethodStats:
-    return MethodStats(method=method, mean=mean, std=std, n=n)
+# --- rows are method configurations -----------------------------------------------------------
+
+
+def relabelled(result: dict, label: str) -> dict:
+    """A copy of a built result whose configuration is the suite label ``label``."""
+    result = copy.deepcopy(result)
+    result["method"]["configuration"] = label
+    assert validate_result(result) == []
+    return result
+
+
+def as_version_1_1(result: dict, label: str | None) -> dict:
+    """A copy of a built result as a 1.1.0 writer made it: no configuration or params hash, the
+    suite label (if any) in ``method.params["label"]``."""
+    result = copy.deepcopy(result)
+    result["schema_version"] = "1.1.0"
+    del result["method"]["configuration"], result["method"]["params_hash"]
+    if label is not None:
+        result["method"]["params"]["label"] = label
+    assert validate_result(result) == []
+    return result
+
+
+def rows_of(results: list[dict]) -> list[tuple[str, str, int]]:
+    """(configuration, method, episodes) of the rows of the one benchmark table."""
+    (table,) = leaderboard_table(results).tables
+    return sorted((r["configuration"], r["method"], r["n"]) for r in table.rows)
+
+
+def test_two_configurations_of_one_method_are_two_rows():
+    slow = [make_result("protonet", 1, alternating(0.80, 300), seed=s, params={"lr": 1e-3}) for s in (0, 1)]
+    fast = make_result("protonet", 1, alternating(0.70, 600), seed=0, params={"lr": 1e-2})
+    slow_config, fast_config = (hashed_configuration("protonet", r["method"]["params"]) for r in (slow[0], fast))
+    assert {configuration_of(r) for r in slow} == {slow_config} and configuration_of(fast) == fast_config
+    assert slow_config != fast_config
+    # the two seeds of lr 1e-3 pool into one row of 600 episodes; lr 1e-2 is a row of its own
+    assert rows_of([*slow, fast]) == sorted([(slow_config, "protonet", 600), (fast_config, "protonet", 600)])
+    board = leaderboard_table([*slow, fast])
+    assert [(r["configuration"], r["average_rank"]) for r in board.overall] == [(slow_config, 1.0), (fast_config, 2.0)]
+    text = markdown(board)
+    assert f"| {slow_config} | protonet | 80.00 ± " in text and f"| {fast_config} | protonet | 70.00 ± " in text
+    assert f"| {slow_config} | protonet | 1.00 | 1 |" in text
+
+
+def test_labelled_configurations_of_one_method_are_two_rows_on_the_page():
+    built = make_result("protonet", 1, alternating(0.80, 600))
+    one_shot = relabelled(built, "protonet-1shot")
+    five_shot = relabelled(make_result("protonet", 1, alternating(0.70, 600)), "protonet-5shot")
+    assert rows_of([one_shot, five_shot]) == [("protonet-1shot", "protonet", 600), ("protonet-5shot", "protonet", 600)]
+    page = render_html([one_shot, five_shot], GENERATED)
+    for label, rank_ in (("protonet-1shot", 1), ("protonet-5shot", 2)):
+        assert (f'<tr data-configuration="{label}" data-method="protonet" data-rank="{rank_}">'
+                f'<td class="num rank">{rank_}</td><td class="configuration">{label}</td>'
+                '<td class="method">protonet</td>') in page
+        assert f'<tr data-configuration="{label}" data-method="protonet"><td class="configuration">' in page
+
+
+def test_version_1_1_files_are_keyed_by_their_label_else_their_name():
+    built = [make_result("protonet", 1, alternating(mean, 600), seed=seed) for seed, mean in enumerate((0.8, 0.7, 0.6))]
+    one_shot, five_shot = as_version_1_1(built[0], "protonet-1shot"), as_version_1_1(built[1], "protonet-5shot")
+    unlabelled = as_version_1_1(built[2], None)
+    assert [configuration_of(r) for r in (one_shot, five_shot, unlabelled)] == [
+        "protonet-1shot", "protonet-5shot", "protonet"]
+    assert rows_of([one_shot, five_shot, unlabelled]) == [
+        ("protonet", "protonet", 600), ("protonet-1shot", "protonet", 600), ("protonet-5shot", "protonet", 600)]
+    # a 1.2.0 file whose configuration is the same label pools with the 1.1.0 file
+    newer = relabelled(make_result("protonet", 1, alternating(0.8, 600), seed=3), "protonet-1shot")
+    assert rows_of([one_shot, newer]) == [("protonet-1shot", "protonet", 1200)]
+
+
+def test_one_label_on_different_methods_or_params_pools_with_a_warning():
+    base = relabelled(make_result("protonet", 1, alternating(0.8, 300), params={"lr": 1e-3}), "mine")
+    other_params = relabelled(make_result("protonet", 1, alternating(0.8, 300), params={"lr": 1e-2}), "mine")
+    other_method = relabelled(make_result("matchingnet", 1, alternating(0.8, 300), params={"lr": 1e-3}), "mine")
+    with pytest.warns(UserWarning, match="mine: pooled files disagree on method.params_hash"):
+        assert rows_of([base, other_params]) == [("mine", "protonet", 600)]
+    with pytest.warns(UserWarning, match=r"mine: pooled files name different methods \['matchingnet', 'protonet'\]"):
+        assert rows_of([base, other_method]) == [("mine", "matchingnet; protonet", 600)]
+
+
+def stats(configuration: str, mean: float, std: float = 0.1, n: int = 600) -> MethodStats:
+    return MethodStats(configuration=configuration, method="m", mean=mean, std=std, n=n)
 
 
 def test_rank_is_judged_against_the_group_leader_not_chained():
     # a ties b, b ties c, but a does not tie c: c starts the next group.
     rows = rank([stats("c", 0.78), stats("a", 0.80), stats("b", 0.79)])
-    assert [(r["method"], r["rank"]) for r in rows] == [("a", 1.5), ("b", 1.5), ("c", 3.0)]
+    assert [(r["configuration"], r["rank"]) for r in rows] == [("a", 1.5), ("b", 1.5), ("c", 3.0)]
     assert ties(stats("b", 0.79), stats("c", 0.78)) and not ties(stats("a", 0.80), stats("c", 0.78))
 
 
@@ -137,7 +232,7 @@ def test_rank_is_judged_against_the_group_leader_not_chained():
 def test_rank_shares_the_average_position(means, expected):
     rows = rank([stats(f"m{i}", m) for i, m in enumerate(means)])
     assert [r["rank"] for r in rows] == expected
-    assert [r["method"] for r in rows] == [f"m{i}" for i in range(len(means))]
+    assert [r["configuration"] for r in rows] == [f"m{i}" for i in range(len(means))]
 
 
 def test_tie_threshold_uses_both_variances_and_sizes():
@@ -148,18 +243,22 @@ def test_tie_threshold_uses_both_variances_and_sizes():
     assert rank([a, b])[0]["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(600))
 
 
-def test_markdown(accepted):
-    text = markdown(leaderboard_table(accepted))
+def test_markdown(accepted, configuration):
+    board = leaderboard_table(accepted)
+    text = markdown(board)
     alpha_ci = 100 * mean_ci95(alternating(0.80, 600))[1]
-    assert "### toy: 5-way 1-shot 15-query" in text
-    assert "| method | accuracy (%) | episodes | rank |" in text
-    assert f"| alpha | 80.00 ± {alpha_ci:.2f} | 600 | 1.5 |" in text
-    assert re.search(r"^\| gamma \[\^p1\] \| 70\.00 ± \d\.\d\d \| 600 \| 3 \|$", text, re.M)
-    assert re.search(r"^\| gamma \[\^p1\] \| 84\.70 ± \d\.\d\d \| 600 \| 2\.5 \|$", text, re.M)
-    assert "| alpha | 1.25 | 2 |" in text and "| beta | 2.00 | 2 |" in text and "| gamma [^p1] | 2.75 | 2 |" in text
+    alpha, beta, gamma = (configuration[m] for m in ("alpha", "beta", "gamma"))
+    assert f"### toy: {board.tables[0].protocol}" in text
+    assert "| configuration | method | accuracy (%) | episodes | rank |" in text
+    assert f"| {alpha} | alpha | 80.00 ± {alpha_ci:.2f} | 600 | 1.5 |" in text
+    assert re.search(rf"^\| {re.escape(gamma)} \[\^p1\] \| gamma \| 70\.00 ± \d\.\d\d \| 600 \| 3 \|$", text, re.M)
+    assert re.search(rf"^\| {re.escape(gamma)} \[\^p1\] \| gamma \| 84\.70 ± \d\.\d\d \| 600 \| 2\.5 \|$", text, re.M)
+    assert "| configuration | method | average rank | benchmarks |" in text
+    assert f"| {alpha} | alpha | 1.25 | 2 |" in text and f"| {beta} | beta | 2.00 | 2 |" in text
+    assert f"| {gamma} [^p1] | gamma | 2.75 | 2 |" in text
     assert "over the benchmarks it appears in" in text
     assert "[^p1]: pretrained on ImageNet-1k; not comparable" in text
-    assert "[^p" not in text.split("### Average rank")[0].replace("gamma [^p1]", "")  # only gamma is marked
+    assert "[^p" not in text.split("### Average rank")[0].replace(f"{gamma} [^p1]", "")  # only gamma is marked
     assert "No accepted few-shot results yet." in markdown(leaderboard_table([]))
 
 
@@ -216,7 +315,8 @@ def console_problems(stderr: str) -> list[str]:
 
 
 class TableRows(HTMLParser):
-    """Collects ``(data-method, data-rank)`` of body rows per ``table.benchmark`` and the body attributes."""
+    """Collects ``(data-configuration, data-method, data-rank)`` of body rows per ``table.benchmark``
+    and the body attributes."""
 
     def __init__(self):
         super().__init__()
@@ -233,7 +333,7 @@ class TableRows(HTMLParser):
             if self.current is not None:
                 self.tables[self.current] = []
         elif tag == "tr" and self.current is not None and "data-method" in attrs:
-            self.tables[self.current].append((attrs["data-method"], attrs["data-rank"]))
+            self.tables[self.current].append((attrs["data-configuration"], attrs["data-method"], attrs["data-rank"]))
 
     def handle_endtag(self, tag):
         if tag == "table":
@@ -267,7 +367,20 @@ def test_console_detection_works(tmp_path):
     assert any("Content Security Policy" in p for p in problems)
 
 
-def test_page_dom_in_chromium(site, tmp_path):
+def expected_page_rows(accepted: list[dict], configuration: dict[str, str]) -> dict[str, list[tuple[str, str, str]]]:
+    """{benchmark label: [(data-configuration, data-method, data-rank)]} that the page's tables must hold."""
+    labels = {t.episode_spec["n_shot"]: t.label for t in leaderboard_table(accepted).tables}
+    return {labels[n_shot]: [(configuration[m], m, f"{r:g}") for m, r in rows]
+            for n_shot, rows in EXPECTED_RANKS.items()}
+
+
+def test_page_table_rows_without_a_browser(site, accepted, configuration):
+    parser = TableRows()
+    parser.feed(site.read_text())
+    assert parser.tables == expected_page_rows(accepted, configuration)
+
+
+def test_page_dom_in_chromium(site, accepted, configuration, tmp_path):
     # A copy with a load-time probe that records how many images decoded (the page itself has no script).
     probed = tmp_path / "probed.html"
     page = site.read_text().replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
@@ -276,8 +389,7 @@ def test_page_dom_in_chromium(site, tmp_path):
     assert console_problems(done.stderr) == []
     parser = TableRows()
     parser.feed(done.stdout)
-    expected = {label: [(m, f"{r:g}") for m, r in rows] for label, rows in EXPECTED_RANKS.items()}
-    assert parser.tables == expected
+    assert parser.tables == expected_page_rows(accepted, configuration)
     assert parser.body.get("data-images") == "3/3"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from protobench.fewshot.datasets import load_omniglot
 
 N_DRAWINGS, SIZE, BLOCK = 20, 105, 15

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch
+
 from protobench.fewshot import EpisodeSampler, EpisodeSpec
 from protobench.fewshot.datasets import load_omniglot
 from protobench.fewshot.evaluation import embed_source, evaluate_cached
 from protobench.fewshot.metrics import mean_ci95
 from protobench.fewshot.protonet import PrototypicalNetwork
+from protobench.fewshot.training import TrainingContext
 
 
 def test_vinyals_split_sizes(omniglot_root):
@@ -22,7 +24,7 @@ def test_short_protonet_training_reaches_90_percent_on_5way_5shot(omniglot_root)
     root = omniglot_root / "omniglot"
     train, test = load_omniglot(root, "train"), load_omniglot(root, "test")
     learner = PrototypicalNetwork()
-    learner.fit(train, EpisodeSpec(20, 5, 5), n_episodes=120, seed=0, validate_every=120, progress=False)
+    learner.fit(train, EpisodeSpec(20, 5, 5), TrainingContext(n_episodes=120, seed=0, progress=False))
     sampler = EpisodeSampler(test, EpisodeSpec(5, 5, 15), seed=2, n_episodes=200)
     mean, ci95 = mean_ci95(evaluate_cached(learner, embed_source(learner, test), sampler))
     assert mean >= 0.90, f"5-way 5-shot accuracy {mean:.3f} +- {ci95:.3f} after 120 training episodes"

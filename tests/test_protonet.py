@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from protobench.fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
 from protobench.fewshot.backbones import Conv4
 from protobench.fewshot.datasets import TensorSource, load_digits_source
-from protobench.fewshot.evaluation import embed_source, evaluate_cached, evaluate_per_episode
+from protobench.fewshot.evaluation import embed_source, episode_task, evaluate_cached, evaluate_per_episode
 from protobench.fewshot.metrics import mean_ci95
 from protobench.fewshot.protonet import PrototypicalNetwork, prototype_logits
+from protobench.fewshot.training import TrainingContext
 
 
 def test_prototype_logits_are_negative_squared_distances_to_class_means():
@@ -54,13 +56,35 @@ def test_short_training_lowers_loss_and_raises_accuracy_on_training_digits():
     sampler = EpisodeSampler(train, EpisodeSpec(5, 1, 15), seed=3, n_episodes=100)
     learner = PrototypicalNetwork()
     before = evaluate_cached(learner, embed_source(learner, train), sampler).mean()
-    learner.fit(train, EpisodeSpec(5, 5, 10), n_episodes=40, seed=0, validate_every=20, progress=False)
+    record = learner.fit(train, EpisodeSpec(5, 5, 10), TrainingContext(n_episodes=40, seed=0, checkpoint_every=20,
+                                                                        progress=False))
     after = evaluate_cached(learner, embed_source(learner, train), sampler).mean()
     assert after > before + 0.05
-    losses = [record["train_loss"] for record in learner.history]
-    assert [record["episode"] for record in learner.history] == [20, 40]
-    assert losses[1] < losses[0]
-    assert learner.trained_episodes == 40
+    assert record.episodes == 40 and record.selected_episode == 40
+    assert [point["episode"] for point in record.curve] == [40]  # no validation, no checkpoint path: the end
+
+
+def test_training_with_validation_keeps_the_best_weights_and_records_the_curve():
+    torch.manual_seed(0)
+    train = load_digits_source().subset(range(5))
+    scores = iter([0.5, 0.9, 0.7])  # the second validation is the best
+
+    def validate(learner):
+        return next(scores)
+
+    record = PrototypicalNetwork().fit(train, EpisodeSpec(5, 1, 5), TrainingContext(
+        n_episodes=30, seed=0, validate=validate, validate_every=10, progress=False))
+    assert [point["episode"] for point in record.curve] == [10, 20, 30]
+    assert [point["val_accuracy"] for point in record.curve] == [0.5, 0.9, 0.7]
+    assert record.selected_episode == 20
+
+
+class _KilledAfterFirstCheckpoint(TrainingContext):
+    """A context whose run dies right after it saved its first checkpoint."""
+
+    def save_checkpoint(self, state: dict) -> None:
+        super().save_checkpoint(state)
+        raise KeyboardInterrupt
 
 
 def test_training_resumes_from_checkpoint_with_the_same_weights(tmp_path):
@@ -68,18 +92,31 @@ def test_training_resumes_from_checkpoint_with_the_same_weights(tmp_path):
     source = TensorSource(images, np.repeat(np.arange(6), 10))
     spec = EpisodeSpec(3, 2, 2)
 
-    def train(n_episodes, checkpoint):
+    def train(context):
         torch.manual_seed(0)
-        learner = PrototypicalNetwork()
-        return learner.fit(source, spec, n_episodes=n_episodes, seed=5, validate_every=4,
-                           checkpoint=checkpoint, progress=False)
+        learner = PrototypicalNetwork(lr_step=3)
+        return learner, learner.fit(source, spec, context)
 
-    straight = train(8, None)
+    straight, _ = train(TrainingContext(n_episodes=8, seed=5, progress=False))
     checkpoint = tmp_path / "state.pt"
-    train(4, checkpoint)  # "interrupted" after 4 episodes: the checkpoint holds episode 4
-    resumed = train(8, checkpoint)
-    for a, b in zip(straight.backbone.state_dict().values(), resumed.backbone.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b)
+    with pytest.raises(KeyboardInterrupt):
+        train(_KilledAfterFirstCheckpoint(n_episodes=8, seed=5, checkpoint_path=checkpoint, checkpoint_every=4,
+                                          progress=False))
+    assert torch.load(checkpoint, weights_only=True)["episode"] == 4
+    resumed, record = train(TrainingContext(n_episodes=8, seed=5, checkpoint_path=checkpoint, checkpoint_every=4,
+                                            progress=False))
+    assert [point["episode"] for point in record.curve] == [4, 8]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_predict_gets_the_episode_task_and_equals_cached_scoring(digits_and_learner):
+    source, learner = digits_and_learner
+    sampler = EpisodeSampler(source, EpisodeSpec(5, 2, 3), seed=4, n_episodes=3)
+    for episode in sampler.episodes():
+        task = episode_task(source, episode, source.class_names)
+        assert task.class_names == tuple(source.class_names[c] for c in episode.classes)
+        assert task.n_way == 5 and learner.predict(task).shape == (15, 5)
 
 
 def test_mean_ci95_definition():

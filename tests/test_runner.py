@@ -13,30 +13,34 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
+
 from protobench.benchmarks.cli import main
 from protobench.leaderboard.validate import validate_file
 
 TINY_SUITE = """
 name = "tiny"
-description = "digits, a short training with a checkpoint every 10 episodes"
-benchmarks = ["digits-heldout"]
+description = "embedded Omniglot subset, a short training with a checkpoint every 10 episodes"
+benchmarks = ["omniglot-subset"]
 seeds = [0]
 tests = [
-  { n_way = 5, n_shot = 1, n_query = 15, episodes = 300 },
-  { n_way = 5, n_shot = 5, n_query = 15, episodes = 300 },
+  { n_way = 5, n_shot = 1, n_query = 15, episodes = 200 },
+  { n_way = 5, n_shot = 5, n_query = 15, episodes = 200 },
 ]
 
 [[methods]]
 label = "protonet"
 method = "protonet"
-train = { n_way = 5, n_shot = 5, n_query = 10, episodes = TRAIN_EPISODES, lr_step = 100 }
+params = { lr_step = 100 }
+train = { n_way = 5, n_shot = 5, n_query = 10, episodes = TRAIN_EPISODES, checkpoint_every = 10 }
 val = { n_way = 5, n_shot = 1, n_query = 5, episodes = 10, every = 10 }
 """
 
 
-def write_suite(folder: Path, train_episodes: int) -> Path:
+def write_suite(folder: Path, train_episodes: int, validation: bool = True) -> Path:
+    """The tiny suite; without ``validation`` it has no val table (checkpoints still every 10 episodes)."""
     path = folder / "tiny.toml"
-    path.write_text(TINY_SUITE.replace("TRAIN_EPISODES", str(train_episodes)))
+    text = TINY_SUITE.replace("TRAIN_EPISODES", str(train_episodes))
+    path.write_text(text if validation else text.replace("val = {", "# val = {"))
     return path
 
 
@@ -50,19 +54,21 @@ def results_of(folder: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
-def test_killed_run_resumes_and_loses_nothing(tmp_path):
-    suite = write_suite(tmp_path, train_episodes=200)
+@pytest.mark.parametrize("validation", [True, False], ids=["with-val", "without-val"])
+def test_killed_run_resumes_and_loses_nothing(tmp_path, validation):
+    suite = write_suite(tmp_path, train_episodes=80, validation=validation)
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "protobench", "run", str(suite), "--out", str(out), "--quiet",
                "--threads", "1"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = out / "checkpoints" / "digits-heldout__protonet__seed0.partial.pt"
     deadline = time.monotonic() + 300
-    while not partial.exists() and time.monotonic() < deadline and process.poll() is None:
+    while not list(out.glob("checkpoints/*.partial.pt")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert partial.exists(), "the run never wrote a training checkpoint"
+    partials = list(out.glob("checkpoints/omniglot-subset__protonet__seed0__*.partial.pt"))
+    assert len(partials) == 1, "the run never wrote a training checkpoint"
+    partial = partials[0]
     assert not list(out.glob("*.json")), "killed during training, yet result files exist"
 
     run_cli("run", str(suite), "--out", str(out), "--quiet", "--threads", "1")  # resumes training

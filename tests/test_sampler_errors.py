@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from protobench.fewshot import ClassSplit, EpisodeSampler, EpisodeSpec, VariableEpisodeSpec, split_classes
 from protobench.fewshot.datasets import ImageFolderSource, TensorSource
 

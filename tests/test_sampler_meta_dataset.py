@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from protobench.fewshot import EpisodeSampler, VariableEpisodeSpec
 
 SPEC = VariableEpisodeSpec()  # Meta-Dataset's defaults: 5..50 ways, 10 query, 500 support, 100 per class

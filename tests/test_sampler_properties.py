@@ -7,6 +7,7 @@ import random
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from protobench.fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec, episode_digest
 
 SETTINGS = settings(max_examples=40, deadline=None)

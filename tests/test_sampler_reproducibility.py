@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
 from protobench.fewshot import (
     Episode,
     EpisodeSampler,
@@ -20,7 +22,6 @@ from protobench.fewshot import (
 )
 from protobench.fewshot.collate import collate_episode
 from protobench.fewshot.datasets import TensorSource
-from torch.utils.data import DataLoader
 
 SEED = 123_456_789_012_345
 FIXED = EpisodeSpec(n_way=5, n_shot=2, n_query=3)
@@ -62,7 +63,7 @@ def test_digest_in_another_process(tmp_path, spec_code):
     here = EpisodeSampler(labels, spec, seed=SEED, n_episodes=40).digest()
     code = (
         "import sys, numpy as np\n"
-        "from fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec\n"
+        "from protobench.fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec\n"
         f"labels = np.load({str(tmp_path / 'labels.npy')!r})\n"
         f"print(EpisodeSampler(labels, {spec_code}, seed={SEED}, n_episodes=40).digest())\n"
     )

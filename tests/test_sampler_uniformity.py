@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import pytest
+
 from protobench.fewshot import EpisodeSampler, EpisodeSpec
 
 Z_TWO_SIDED_001 = 3.2905  # standard normal 0.9995 quantile

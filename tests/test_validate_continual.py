@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from protobench.continual.metrics import (
     DEFINITIONS,
     TASK_AWARE_AVERAGE_ACCURACY_DEFINITION,
@@ -17,6 +18,7 @@ from protobench.continual.metrics import (
 )
 from protobench.fewshot import EpisodeSampler, EpisodeSpec, VariableEpisodeSpec
 from protobench.fewshot.metrics import CI95_DEFINITION, MEAN_DEFINITION, mean_ci95
+from protobench.leaderboard.identity import hashed_configuration, params_hash
 from protobench.leaderboard.schema import SCHEMA_VERSION
 from protobench.leaderboard.validate import MAX_DEPTH, validate_file, validate_result
 
@@ -26,7 +28,9 @@ TASK_AWARE3 = [[0.95, 0.50, 0.50], [0.90, 0.90, 0.50], [0.85, 0.88, 0.97]]
 
 COMMON = {
     "run": {"id": "unit", "time": "2024-01-01T00:00:00+00:00", "harness_version": "0.1.0", "git_commit": None},
-    "method": {"name": "finetune", "version": "1", "backbone": "mlp", "pretraining": None, "params": {"lr": 0.01}},
+    "method": {"name": "finetune", "version": "1", "backbone": "mlp", "pretraining": None, "params": {"lr": 0.01},
+               "params_hash": params_hash({"lr": 0.01}),
+               "configuration": hashed_configuration("finetune", {"lr": 0.01})},
     "environment": {"torch": "2.3.0", "cuda": None, "device": "cpu", "device_name": "x86_64"},
 }
 
@@ -105,7 +109,7 @@ def test_single_experience_result_has_null_metrics_and_is_valid():
 
 
 def test_any_1x_schema_version_is_accepted_and_2x_is_not():
-    assert SCHEMA_VERSION == "1.1.0"
+    assert SCHEMA_VERSION == "1.2.0"
     for version, ok in [("1.0.0", True), ("1.1.0", True), ("1.9.12", True), ("2.0.0", False), ("1.1", False)]:
         result = continual_result()
         result["schema_version"] = version

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+
 from protobench.fewshot import EpisodeSampler, EpisodeSpec
 from protobench.fewshot.evaluation import evaluate_cached
 from protobench.fewshot.protonet import PrototypicalNetwork, prototype_logits

@@ -12,6 +12,7 @@ import random
 import time
 
 import numpy as np
+
 from protobench.fewshot import EpisodeSampler, EpisodeSpec
 
 TARGET_ONE_AT_A_TIME = 10.0  # x the plain sampler

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
 from protobench.fewshot.datasets.tensor import TensorSource
 from protobench.fewshot.splits import read_class_list
 

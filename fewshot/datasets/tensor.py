@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from protobench.fewshot.sampler import check_labels
 
 
