@@ -31,7 +31,7 @@ def pick_device(requested: str) -> str:
     try:
         device = torch.device(requested)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {requested!r} is not a device; available here: {available}") from None
+        raise ValueError(f"--device {requested}: not a device; available here: {available}") from None
     if device.type == "cuda":
         if not cuda:
             raise ValueError(f"--device {requested}: CUDA is not available on this machine; available: {available}")

@@ -165,8 +165,8 @@ def benchmarks() -> dict[str, Benchmark]:
 
 def _unknown(what: str, name: str, known: dict) -> ValueError:
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return ValueError(f"unknown {what} {name!r}{hint} known: {', '.join(known)} (see `protobench ls`)")
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return ValueError(f"unknown {what} {name!r}{hint}; known: {', '.join(known)} (see `protobench ls`)")
 
 
 def get_method(name: str) -> Method:
