@@ -1,8 +1,9 @@
 """Registries of methods and benchmarks, with a decorator each (lm-evaluation-harness style).
 
 Add a method with the decorator, or from another installed package through the entry-point
-group ``protobench.methods`` (``name = "package.module:factory"``); it is then found by name
-without editing this repository::
+group ``protobench.methods`` (``name = "package.module:factory"``; a few-shot method unless
+its module registers the name with the decorator and another ``kind``); it is then found by
+name without editing this repository::
 
     @register_method("my-method")
     def my_method(input_shape: tuple[int, ...], device: str, **params) -> MyLearner: ...
@@ -147,8 +148,9 @@ def _load_all() -> None:
         importlib.import_module(module)
     for entry in entry_points(group=METHOD_ENTRY_POINTS):
         if entry.name not in _methods:
-            factory = entry.load()
-            _methods[entry.name] = Method(entry.name, getattr(factory, "protobench_kind", "fewshot"), factory)
+            factory = entry.load()  # a module that registers with the decorator (any kind) is now registered
+            if entry.name not in _methods:
+                _methods[entry.name] = Method(entry.name, "fewshot", factory)
 
 
 def methods() -> dict[str, Method]:
