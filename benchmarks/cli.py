@@ -1,6 +1,7 @@
 """protobench: run benchmark suites, validate, compare and submit result files, build the leaderboard.
 
-verbs: ls, run, validate, compare, submit, leaderboard build   (`protobench VERB --help`)
+verbs: ls, run, validate, compare, submit, leaderboard build   (`protobench VERB --help`);
+`protobench --version` prints the version.
 
 exit codes: 0 success; 1 a file failed validation, was refused, or the compared files are not
 paired; 2 bad usage or input (unknown suite, method or benchmark, missing data); 130 interrupted
@@ -14,9 +15,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 DATA_ENV = "PROTOBENCH_DATA"
+NPROC_OPTION = "--nproc"
 
 
 def pick_device(requested: str) -> str:
@@ -66,14 +69,67 @@ def _cmd_ls(args) -> int:
     return 0
 
 
+def _is_nproc_option(name: str) -> bool:
+    """Whether ``name`` (an option without ``=value``) is ``--nproc`` as argparse reads it: the full
+    name or an abbreviation of it (argparse accepts any unambiguous prefix; ``--n`` is the shortest)."""
+    return len(name) >= len("--n") and NPROC_OPTION.startswith(name)
+
+
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` (the command line after ``protobench``) without its ``--nproc`` option.
+
+    Removes every spelling argparse accepts: ``--nproc N``, ``--nproc=N`` and their abbreviations
+    (``--np 2``, ``--npr=2``); arguments after a bare ``--`` are left alone. ``argv`` must be one
+    that :func:`build_parser` has already parsed, so that an abbreviation cannot mean another option.
+    """
+    kept: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--":
+            kept += [token, *tokens]
+            break
+        name, equals, _ = token.partition("=")
+        if token.startswith("--") and _is_nproc_option(name):
+            if not equals:
+                next(tokens, None)  # the value is the next token
+            continue
+        kept.append(token)
+    return kept
+
+
+def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
+    """The command that runs ``protobench <argv>`` in ``nproc`` processes on this machine with torchrun.
+
+    ``--nproc`` is taken out of ``argv`` (:func:`without_nproc`); the processes see ``WORLD_SIZE``
+    and run the command themselves rather than launching again.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "protobench", *without_nproc(argv)]
+
+
+def torchrun_environment(environ: Mapping[str, str], *, threads: int = 0, quiet: bool = False) -> dict[str, str]:
+    """The environment for :func:`torchrun_command`: a copy of ``environ`` with ``OMP_NUM_THREADS``
+    set, and with ``quiet``, torchrun's own log lines turned off.
+
+    ``OMP_NUM_THREADS`` is ``threads`` when given (``--threads``), else the value already in
+    ``environ``, else 1: the value torchrun would choose, set here so that torchrun does not
+    print its banner warning about choosing it. With ``quiet``, ``LOGLEVEL=ERROR`` silences the
+    launcher's INFO and WARNING lines (torch.distributed.elastic reads ``LOGLEVEL``) and
+    ``TORCH_CPP_LOG_LEVEL=ERROR`` the C++ warnings of the process group; errors, a failed
+    worker's report included, are still printed. ``environ`` is not modified.
+    """
+    env = dict(environ)
+    env["OMP_NUM_THREADS"] = str(threads) if threads > 0 else env.get("OMP_NUM_THREADS", "1")
+    if quiet:
+        env["LOGLEVEL"] = "ERROR"
+        env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    return env
+
+
 def _launch_torchrun(args) -> int:
-    """Re-run this command under torchrun with ``args.nproc`` processes on this machine."""
-    argv = list(args.argv)
-    at = argv.index("--nproc")
-    del argv[at : at + 2]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "protobench", *argv]
-    return subprocess.call(command)
+    """Re-run this command under torchrun with ``args.nproc`` processes on this machine; its exit status."""
+    command = torchrun_command(args.argv, args.nproc)
+    return subprocess.call(command, env=torchrun_environment(os.environ, threads=args.threads, quiet=args.quiet))
 
 
 def _cmd_run(args) -> int:
@@ -152,19 +208,38 @@ def _cmd_compare(args) -> int:
     except ValueError as error:
         print(f"cannot compare: {error}", file=sys.stderr)
         return 1
-    verdict = "significant" if comparison.significant else "not significant"
-    print(f"A ({comparison.method_a}) - B ({comparison.method_b}) over {comparison.n_episodes} identical episodes: "
-          f"{100 * comparison.difference:+.2f} +- {100 * comparison.ci95:.2f} points (95% CI; {verdict})")
+    c = comparison
+    verdict = "significant" if c.significant else "not significant"
+    width = max(len(c.method_a), len(c.method_b))
+    print(f"A {c.method_a:{width}s}  {100 * c.mean_a:6.2f} +- {100 * c.ci95_a:.2f} % (95% CI)\n"
+          f"B {c.method_b:{width}s}  {100 * c.mean_b:6.2f} +- {100 * c.ci95_b:.2f} % (95% CI)\n"
+          f"A - B over {c.n_episodes} identical episodes: {100 * c.difference:+.2f} +- {100 * c.ci95:.2f} points "
+          f"(paired 95% CI; {verdict})")
     return 0
+
+
+def _results_dir(args) -> Path:
+    """``--results-dir``, else ``./leaderboard/results`` when it exists; otherwise a usage error (exit 2)."""
+    from protobench.leaderboard.submit import CHECKOUT_RESULTS_DIR, default_results_dir
+
+    if args.results_dir is not None:
+        return Path(args.results_dir)
+    folder = default_results_dir()
+    if folder is None:
+        args.parser.error(f"--results-dir is required here: there is no ./{CHECKOUT_RESULTS_DIR.as_posix()} in "
+                          f"{Path.cwd()} (run from the root of a leaderboard repository's checkout, or pass "
+                          "--results-dir DIR)")
+    return folder
 
 
 def _cmd_submit(args) -> int:
     from protobench.leaderboard.submit import SubmissionError, submit
 
+    results_dir = _results_dir(args)
     refused = 0
     for path in args.files:
         try:
-            print(f"{path}: accepted as {submit(path, Path(args.results_dir))}")
+            print(f"{path}: accepted as {submit(path, results_dir)}")
         except SubmissionError as error:
             print(f"refused: {error}", file=sys.stderr)
             refused += 1
@@ -174,23 +249,40 @@ def _cmd_submit(args) -> int:
 def _cmd_leaderboard(args) -> int:
     from protobench.leaderboard.page import build_site
 
-    page = build_site(Path(args.results_dir), Path(args.out))
+    page = build_site(_results_dir(args), Path(args.out))
     print(f"leaderboard written to {page}")
     return 0
 
 
+RESULTS_DIR_HELP = ("folder of accepted result files (default: ./leaderboard/results when the working directory "
+                    "has one, i.e. in a checkout of a leaderboard repository; required anywhere else)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from protobench.leaderboard.submit import RESULTS_DIR
+    """The ``protobench`` argument parser: one subparser per verb, each with a description
+    (what it does, what it reads, what it writes) and ``handler`` set to the function that runs it."""
+    from protobench import __version__
 
     parser = argparse.ArgumentParser(prog="protobench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"protobench {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    verbs.add_parser("ls", help="list suites, benchmarks and methods").set_defaults(handler=_cmd_ls)
+    ls = verbs.add_parser("ls", help="list suites, benchmarks and methods",
+                          description="List what can be run: the suites (kind, methods, training and test "
+                                      "settings), the registered benchmarks (embedded, or the data folder each "
+                                      "needs) and the methods, built-in and from installed packages' "
+                                      "`protobench.methods` entry points. Reads nothing else; prints to stdout.")
+    ls.set_defaults(handler=_cmd_ls)
 
     run = verbs.add_parser("run", help="run a suite: train, evaluate, one result file per test setting",
-                           description="Run every unit of SUITE. Units whose result files exist and validate "
-                                       "are skipped, so an interrupted run resumes where it stopped.")
+                           description="Check SUITE (a name from `protobench ls` or a .toml file), then run every "
+                                       "unit (benchmark x method x seed): train or reuse the weights in "
+                                       "OUT/checkpoints/, evaluate, and write one result JSON per test setting "
+                                       "into OUT; then print a summary table and build a leaderboard page in "
+                                       "OUT/site/. Datasets that are not embedded are read from --data-root. "
+                                       "Units whose result files exist and validate are skipped, so an "
+                                       "interrupted run resumes where it stopped.")
     run.add_argument("suite", help="suite name (see `protobench ls`) or path to a suite .toml")
     run.add_argument("--methods", nargs="+", metavar="NAME", help="only these method labels/names; a registered "
                      "method the suite does not list is run untrained on the suite's tests")
@@ -199,35 +291,58 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help=f"folder holding the datasets (default: ${DATA_ENV})")
     run.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
-    run.add_argument("--nproc", type=int, default=1, help="processes on this machine, launched with torchrun")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--nproc", type=int, default=1, help="processes on this machine, launched with torchrun "
+                     "(OMP_NUM_THREADS defaults to 1 per process, or --threads)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars, and no torchrun log lines with --nproc")
     run.set_defaults(handler=_cmd_run)
 
-    validate = verbs.add_parser("validate", help="check result files; recompute their figures from the evidence")
+    validate = verbs.add_parser("validate", help="check result files; recompute their figures from the evidence",
+                                description="Check each result FILE against the result-file JSON Schema, then "
+                                            "recompute every derived figure (mean, CI, continual metrics, episode "
+                                            "digest) from the evidence the file holds. Prints `ok` or `INVALID` "
+                                            "and the problems per file; writes nothing. Exit 1 if any is invalid.")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(handler=_cmd_validate)
 
-    compare = verbs.add_parser("compare", help="paired difference of two results on identical episodes")
+    compare = verbs.add_parser("compare", help="both means and their paired difference on identical episodes",
+                               description="Compare two valid few-shot result files A and B evaluated on identical "
+                                           "episodes (same episode digest: same benchmark, test setting and seed). "
+                                           "Prints each method's mean accuracy with its 95% CI, then the paired "
+                                           "difference A - B with its 95% CI and whether it is significant (the "
+                                           "interval excludes 0). Writes nothing. Exit 1 if a file is invalid or "
+                                           "the episodes differ.")
     compare.add_argument("a", metavar="A.json")
     compare.add_argument("b", metavar="B.json")
     compare.set_defaults(handler=_cmd_compare)
 
-    submit = verbs.add_parser("submit", help="validate result files and accept them into the leaderboard")
+    submit = verbs.add_parser("submit", help="validate result files and accept them into the leaderboard",
+                              description="Validate each result FILE and copy it into the results folder under a "
+                                          "content-addressed name (<benchmark>__<method>__<protocol>__<sha256>."
+                                          "json); prints the accepted path. Refuses invalid files, files already "
+                                          "accepted and a second file of the same run (exit 1).")
     submit.add_argument("files", nargs="+", metavar="FILE")
-    submit.add_argument("--results-dir", default=str(RESULTS_DIR), help="accepted files (default: %(default)s)")
-    submit.set_defaults(handler=_cmd_submit)
+    submit.add_argument("--results-dir", help=RESULTS_DIR_HELP)
+    submit.set_defaults(handler=_cmd_submit, parser=submit)
 
-    board = verbs.add_parser("leaderboard", help="leaderboard tools")
+    board = verbs.add_parser("leaderboard", help="leaderboard tools",
+                             description="Leaderboard tools; `protobench leaderboard build --help` for the one verb.")
     board_verbs = board.add_subparsers(dest="board_verb", required=True, metavar="VERB")
-    build = board_verbs.add_parser("build", help="write the static page and the Markdown table")
-    build.add_argument("--results-dir", default=str(RESULTS_DIR), help="accepted files (default: %(default)s)")
+    build = board_verbs.add_parser("build", help="write the static page and the Markdown table",
+                                   description="Rank the valid result files of the results folder (per benchmark, "
+                                               "Meta-Dataset tie rule, then average rank) and write OUT/index.html "
+                                               "(a self-contained page: tables, CI error bars, accuracy-vs-shots "
+                                               "lines, continual heatmaps) and OUT/leaderboard.md. Invalid files "
+                                               "are skipped with a warning.")
+    build.add_argument("--results-dir", help=RESULTS_DIR_HELP)
     build.add_argument("--out", default="leaderboard/site", help="output folder (default: %(default)s)")
-    build.set_defaults(handler=_cmd_leaderboard)
+    build.set_defaults(handler=_cmd_leaderboard, parser=build)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run ``protobench <argv>`` (default: ``sys.argv[1:]``); return the exit status (see the module
+    docstring). Usage errors raise SystemExit(2) from argparse, ``--version`` and ``--help`` SystemExit(0)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:

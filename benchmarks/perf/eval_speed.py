@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from protobench.fewshot import EpisodeSampler, EpisodeSpec
+from protobench.fewshot.counter_rng import role_key
 from protobench.fewshot.evaluation import evaluate_cached
 from protobench.fewshot.protonet import PrototypicalNetwork, prototype_logits
 
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
     labels = np.repeat(np.arange(args.classes, dtype=np.int64), args.per_class)
     spec = EpisodeSpec(args.way, args.shot, args.query)
     sampler = EpisodeSampler(labels, spec, seed=args.seed, n_episodes=args.episodes)
-    warm_up = EpisodeSampler(labels, spec, seed=args.seed + 1, n_episodes=min(args.episodes, 500))
+    warm_up = EpisodeSampler(labels, spec, seed=role_key("warm-up", args.seed), n_episodes=min(args.episodes, 500))
     learner = PrototypicalNetwork()
 
     loop_time, loop_acc = best_time(lambda s: per_episode_loop(embeddings, s), sampler, warm_up, args.repeats)
