@@ -11,8 +11,9 @@ Which entries each metric reads: average accuracy, average incremental accuracy 
 transfer read only the lower triangle including the diagonal (``j <= i``); forgetting reads
 column ``j`` over every row ``l < T-1`` (Chaudhry et al. 2018, as DESIGN.md defines it, rows
 before ``j`` was trained included); forward transfer reads the first upper off-diagonal
-``R[j-1][j]`` (accuracy on ``j`` just *before* training on it). The runner therefore evaluates every experience's test set after each
-experience, filling the whole matrix, and records the untrained-model accuracies ``b``.
+``R[j-1][j]`` (accuracy on ``j`` just *before* training on it). The runner therefore evaluates
+every experience's test set after each experience, filling the whole matrix, and records the
+untrained-model accuracies ``b``.
 
 All results are fractions (accuracy units, not percent). Forgetting, backward and forward transfer
 need at least two experiences; with ``T == 1`` they are undefined and returned as ``None``.
