@@ -14,6 +14,7 @@ run with the same seed is tested on identical episodes.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,9 @@ def load_suite(name_or_path: str | Path) -> Suite:
     if path.suffix != ".toml":
         path = SUITES_DIR / f"{name_or_path}.toml"
         if not path.is_file():
-            raise ValueError(f"unknown suite {name_or_path!r}; known: {', '.join(suite_names())} "
+            close = difflib.get_close_matches(str(name_or_path), suite_names(), n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise ValueError(f"unknown suite {name_or_path!r}{hint}; known: {', '.join(suite_names())} "
                              "(or give a .toml path)")
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))

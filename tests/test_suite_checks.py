@@ -166,3 +166,8 @@ def test_a_label_is_the_configuration_and_unlabelled_params_are_hashed(tmp_path)
     assert main(["run", str(write(tmp_path, label="my-protonet")), "--out", str(out), "--quiet"]) == 0
     [path] = out.glob("*.json")
     assert json.loads(path.read_text())["method"]["configuration"] == "my-protonet"
+
+
+def test_an_unknown_suite_gets_a_did_you_mean(capsys):
+    assert main(["run", "quikc"]) == 2
+    assert "unknown suite 'quikc' (did you mean 'quick'?)" in capsys.readouterr().err
