@@ -184,9 +184,16 @@ def summary_table(results: list[dict]) -> str:
 def _cmd_validate(args) -> int:
     from protobench.leaderboard.validate import validate_file
 
+    rederiver = None
+    if args.data_root is not None:
+        from protobench.benchmarks.rederive import EpisodeRederiver
+
+        rederiver = EpisodeRederiver(Path(args.data_root))
     failed = 0
     for path in args.files:
         problems = validate_file(path)
+        if not problems and rederiver is not None:
+            problems = rederiver.problems(json.loads(Path(path).read_text(encoding="utf-8")))
         print(f"{path}: {'INVALID' if problems else 'ok'}")
         for problem in problems:
             print(f"  {problem}")
@@ -302,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "digest) from the evidence the file holds. Prints `ok` or `INVALID` "
                                             "and the problems per file; writes nothing. Exit 1 if any is invalid.")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("--data-root", metavar="DIR",
+                          help="also re-derive each few-shot file's test episodes from its recorded key, spec and "
+                               "the dataset under DIR, and check the episode digest, n_classes and dataset checksum "
+                               "(embedded benchmarks need no data, but the flag is still what turns the check on)")
     validate.set_defaults(handler=_cmd_validate)
 
     compare = verbs.add_parser("compare", help="both means and their paired difference on identical episodes",

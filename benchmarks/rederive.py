@@ -49,8 +49,8 @@ class EpisodeRederiver:
         if source is None:
             return problems + [f"$.benchmark.split: benchmark {data.name!r} has no {benchmark['split']!r} split"]
         try:
-            sampler = EpisodeSampler(source, spec_from_dict(benchmark["episode_spec"]), seed=result["seeds"]["episodes"],
-                                     n_episodes=episodes["n"])
+            spec = spec_from_dict(benchmark["episode_spec"])
+            sampler = EpisodeSampler(source, spec, seed=result["seeds"]["episodes"], n_episodes=episodes["n"])
         except (ValueError, TypeError) as error:
             return problems + [f"$.benchmark.episode_spec: cannot draw these episodes from the data: {error}"]
         if "n_classes" in episodes and episodes["n_classes"] != len(sampler.classes):
