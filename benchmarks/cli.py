@@ -163,10 +163,12 @@ def _cmd_run(args) -> int:
         rank = world()[0]
         close()
     if rank == 0:
-        from protobench.leaderboard.page import build_site
+        from protobench.leaderboard.page import build_site_report
 
         print(summary_table(results))
-        print(f"{len(results)} result files in {out_dir}/; leaderboard page: {build_site(out_dir, out_dir / 'site')}")
+        site = build_site_report(out_dir, out_dir / "site")
+        left_out = f" ({len(site.skipped)} files not ranked, listed on the page)" if site.skipped else ""
+        print(f"{len(results)} result files in {out_dir}/; leaderboard page: {site.index}{left_out}")
     return 0
 
 
@@ -181,6 +183,16 @@ def summary_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _read_result(path: str) -> dict:
+    """A result file that has just passed validation, read again the same bounded way."""
+    from protobench.leaderboard.validate import parse_json, read_bounded
+
+    content, problem = read_bounded(path)
+    if content is None:
+        raise OSError(problem)
+    return parse_json(content.decode("utf-8"))
+
+
 def _cmd_validate(args) -> int:
     from protobench.leaderboard.validate import validate_file
 
@@ -193,7 +205,7 @@ def _cmd_validate(args) -> int:
     for path in args.files:
         problems = validate_file(path)
         if not problems and rederiver is not None:
-            problems = rederiver.problems(json.loads(Path(path).read_text(encoding="utf-8")))
+            problems = rederiver.problems(_read_result(path))
         print(f"{path}: {'INVALID' if problems else 'ok'}")
         for problem in problems:
             print(f"  {problem}")
@@ -241,23 +253,50 @@ def _results_dir(args) -> Path:
 
 def _cmd_submit(args) -> int:
     from protobench.leaderboard.submit import SubmissionError, submit
+    from protobench.leaderboard.validate import validate_file
 
     results_dir = _results_dir(args)
+    rederiver = None
+    if args.data_root is not None:
+        from protobench.benchmarks.rederive import EpisodeRederiver
+
+        rederiver = EpisodeRederiver(Path(args.data_root))
     refused = 0
     for path in args.files:
         try:
+            if rederiver is not None:
+                problems = validate_file(path) or rederiver.problems(_read_result(path))
+                if problems:
+                    raise SubmissionError(f"{path} failed validation against the data:\n  " + "\n  ".join(problems))
             print(f"{path}: accepted as {submit(path, results_dir)}")
         except SubmissionError as error:
             print(f"refused: {error}", file=sys.stderr)
+            refused += 1
+        except OSError as error:  # the results folder cannot be written: not the file's fault, but not accepted
+            print(f"refused: {path}: cannot write into {results_dir}: {error}", file=sys.stderr)
             refused += 1
     return 1 if refused else 0
 
 
 def _cmd_leaderboard(args) -> int:
-    from protobench.leaderboard.page import build_site
+    import warnings
 
-    page = build_site(_results_dir(args), Path(args.out))
-    print(f"leaderboard written to {page}")
+    from protobench.leaderboard.page import build_site_report
+
+    results_dir = _results_dir(args)
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # printed below as one line each
+            warnings.simplefilter("always")
+            site = build_site_report(results_dir, Path(args.out))
+    except OSError as error:
+        print(f"cannot write the leaderboard into {args.out}: {error}", file=sys.stderr)
+        return 1
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    for skipped in site.skipped:
+        print(skipped, file=sys.stderr)
+    left_out = f"; {len(site.skipped)} skipped (listed above and on the page)" if site.skipped else ""
+    print(f"leaderboard written to {site.index} from {site.n_results} valid result files{left_out}")
     return 0
 
 
@@ -269,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``protobench`` argument parser: one subparser per verb, each with a description
     (what it does, what it reads, what it writes) and ``handler`` set to the function that runs it."""
     from protobench import __version__
+    from protobench.leaderboard.ranking import MIN_EPISODES
 
     parser = argparse.ArgumentParser(prog="protobench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,11 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = verbs.add_parser("submit", help="validate result files and accept them into the leaderboard",
                               description="Validate each result FILE and copy it into the results folder under a "
-                                          "content-addressed name (<benchmark>__<method>__<protocol>__<sha256>."
-                                          "json); prints the accepted path. Refuses invalid files, files already "
-                                          "accepted and a second file of the same run (exit 1).")
+                                          "content-addressed name (<benchmark>__<configuration>__<protocol>__"
+                                          "<sha256, 16 hex>.json, each part lowercase letters, digits and hyphens); "
+                                          "prints the accepted path. Refuses invalid files, few-shot files with "
+                                          f"fewer than {MIN_EPISODES} test episodes (the leaderboard's minimum), "
+                                          "files already accepted and a second file of the same run (exit 1).")
     submit.add_argument("files", nargs="+", metavar="FILE")
     submit.add_argument("--results-dir", help=RESULTS_DIR_HELP)
+    submit.add_argument("--data-root", metavar="DIR", help="also re-derive each file's test episodes from the data "
+                        "under DIR and refuse files whose digest, n_classes or dataset checksum disagree "
+                        "(see `protobench validate --data-root`)")
     submit.set_defaults(handler=_cmd_submit, parser=submit)
 
     board = verbs.add_parser("leaderboard", help="leaderboard tools",
@@ -342,8 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Rank the valid result files of the results folder (per benchmark, "
                                                "Meta-Dataset tie rule, then average rank) and write OUT/index.html "
                                                "(a self-contained page: tables, CI error bars, accuracy-vs-shots "
-                                               "lines, continual heatmaps) and OUT/leaderboard.md. Invalid files "
-                                               "are skipped with a warning.")
+                                               "lines, continual heatmaps) and OUT/leaderboard.md. One bad file "
+                                               "never stops the build: invalid files, few-shot files with fewer than "
+                                               f"{MIN_EPISODES} test episodes and charts that cannot be drawn are "
+                                               "skipped, each with a line `skipped NAME: REASON` on stderr and on "
+                                               "the page.")
     build.add_argument("--results-dir", help=RESULTS_DIR_HELP)
     build.add_argument("--out", default="leaderboard/site", help="output folder (default: %(default)s)")
     build.set_defaults(handler=_cmd_leaderboard, parser=build)

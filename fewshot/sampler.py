@@ -11,7 +11,7 @@ grouped by class, then query indices grouped by class in the same class order. L
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -54,6 +54,22 @@ def _check_int(name: str, value, low: int, high: int | None, hint: str) -> int:
     return int(value)
 
 
+def _small_classes_message(classes: np.ndarray, counts: np.ndarray, needed: int,
+                           class_names: Sequence[str] | None) -> str:
+    """The error for classes with fewer than ``needed`` examples: the first ten, by name when
+    ``class_names`` names every label ("cat (label 3): 1 example"), else as "3 (1)"."""
+    named = class_names is not None and all(0 <= c < len(class_names) for c in classes[:10].tolist())
+    if named:
+        shown = "; ".join(f"{class_names[c]} (label {c}): {n} example{'' if n == 1 else 's'}"
+                          for c, n in zip(classes[:10].tolist(), counts[:10].tolist(), strict=True))
+    else:
+        shown = ", ".join(f"{c} ({n})" for c, n in zip(classes[:10].tolist(), counts[:10].tolist(), strict=True))
+    more = f" and {len(classes) - 10} more" if len(classes) > 10 else ""
+    legend = "" if named else " (class (count))"
+    return (f"{len(classes)} classes have fewer than the {needed} examples an episode needs per class: "
+            f"{shown}{more}{legend}. Pass drop_small_classes=True to leave them out, or lower n_shot/n_query.")
+
+
 class EpisodeSampler:
     """Draws ``n_episodes`` episodes of ``spec`` from ``labels`` with its own ``seed``.
 
@@ -65,6 +81,8 @@ class EpisodeSampler:
     n_episodes: episodes per epoch, over all processes.
     drop_small_classes: classes with fewer examples than an episode needs are an error unless
         this is True, in which case they are left out (and listed in ``dropped_classes``).
+    class_names: the name of label c at position c, used only in that error's message (default:
+        the source's ``class_names`` when it has them, e.g. an image folder's folder names).
     rank, world_size: this process's index and the number of processes sharing the episodes
         (as ``torch.distributed.get_rank()`` and ``get_world_size()``); defaults 0 and 1.
 
@@ -94,6 +112,7 @@ class EpisodeSampler:
         drop_small_classes: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(spec, (EpisodeSpec, VariableEpisodeSpec)):
             raise TypeError(f"spec must be an EpisodeSpec or VariableEpisodeSpec, got {type(spec).__name__}")
@@ -107,19 +126,16 @@ class EpisodeSampler:
         self.rank = _check_int("rank", rank, 0, self.world_size,
                                "pass this process's index, e.g. torch.distributed.get_rank()")
         self.set_epoch(0)
+        if class_names is None:
+            class_names = getattr(labels, "class_names", None)
         labels = check_labels(labels)
 
         classes, counts = np.unique(labels, return_counts=True)
         small = counts < spec.examples_per_class
         self.dropped_classes = classes[small]
         if small.any() and not drop_small_classes:
-            shown = ", ".join(f"{c} ({n})" for c, n in zip(classes[small][:10], counts[small][:10], strict=True))
-            more = f" and {small.sum() - 10} more" if small.sum() > 10 else ""
-            raise ValueError(
-                f"{small.sum()} classes have fewer than the {spec.examples_per_class} examples an "
-                f"episode needs per class: {shown}{more} (class (count)). Pass "
-                "drop_small_classes=True to leave them out, or lower n_shot/n_query."
-            )
+            raise ValueError(_small_classes_message(classes[small], counts[small], spec.examples_per_class,
+                                                    class_names))
         keep = ~small
         self.classes = classes[keep]
         self.class_sizes = counts[keep]

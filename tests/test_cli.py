@@ -68,7 +68,7 @@ def _printed_mean(accuracies: list[float]) -> str:
 def test_compare_pairs_identical_episodes_and_refuses_others(quick_results, tmp_path, capsys):
     one_shot, five_shot = (quick_results[n] for n in sorted(quick_results))
     accuracies = json.loads(one_shot.read_text())["evidence"]["per_episode_accuracy"]
-    lower = [max(0.0, a - 0.1) for a in accuracies]
+    lower = [max(0, round(a * 75) - 8) / 75 for a in accuracies]  # 8 fewer of the 75 queries right
     shifted = _variant(one_shot, tmp_path, "shifted", lower)
     assert main(["compare", str(one_shot), str(shifted)]) == 0
     out = capsys.readouterr().out
@@ -76,7 +76,7 @@ def test_compare_pairs_identical_episodes_and_refuses_others(quick_results, tmp_
     verdict = re.search(r"A - B over 1000 identical episodes: ([+-]\d+\.\d\d) \+- \d+\.\d\d points "
                         r"\(paired 95% CI; (significant|not significant)\)", out)
     assert verdict is not None, out
-    assert float(verdict[1]) > 5 and verdict[2] == "significant"  # B is 0.1 lower on every episode it can be
+    assert float(verdict[1]) > 5 and verdict[2] == "significant"  # B is 8/75 lower on every episode it can be
     assert main(["compare", str(one_shot), str(five_shot)]) == 1
     assert "episode digests differ" in capsys.readouterr().err
 

@@ -2,15 +2,17 @@
 static page rendered in real headless Chromium.
 
 The synthetic results are 3 methods (one unlabelled configuration each, so each row is
-``<name>@<params hash>``) x 2 benchmarks whose per-episode accuracies alternate
-``m + 0.1`` / ``m - 0.1``, so every mean is exact and every std is about 0.1; with 600 episodes the
-tie threshold between two methods is about 1.96 * sqrt(2 * 0.01 / 600) = 0.0113:
+``<name>@<params hash>``) x 2 benchmarks whose per-episode accuracies alternate about
+``m + 0.08`` / ``m - 0.08``, each a whole number of correct answers out of an episode's 75
+queries, so every mean is exact and every std is about 0.08; with 600 episodes (the
+leaderboard's minimum per file) the tie threshold between two methods is about
+1.96 * sqrt(2 * 0.0064 / 600) = 0.0091 (0.0078 against beta's 1200 pooled 1-shot episodes):
 
 =========  ====================  ========  ====================  ========  ============
 method     toy 5-way 1-shot      rank      toy 5-way 5-shot      rank      average rank
 =========  ====================  ========  ====================  ========  ============
 alpha      0.800                 1.5       0.900                 1         1.25
-beta       0.790 + 0.800 pooled  1.5       0.850                 2.5       2.0
+beta       0.787 + 0.800 pooled  1.5       0.853                 2.5       2.0
 gamma      0.700 (pretrained)    3         0.847                 2.5       2.75
 =========  ====================  ========  ====================  ========  ============
 """
@@ -46,23 +48,28 @@ EXPECTED_AVERAGE = {"alpha": 1.25, "beta": 2.0, "gamma": 2.75}
 GENERATED = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
-def alternating(mean: float, n: int, spread: float = 0.1) -> np.ndarray:
-    """``n`` accuracies alternating ``mean + spread`` and ``mean - spread`` (exact mean)."""
-    return np.where(np.arange(n) % 2 == 0, mean + spread, mean - spread).clip(0.0, 1.0)
+def alternating(mean: float, n: int, spread: float = 0.08) -> np.ndarray:
+    """``n`` (even) accuracies alternating about ``mean + spread`` and ``mean - spread``, each a whole number
+    of correct answers out of the 75 queries of a 5-way 15-query episode; ``150 * mean`` must be a
+    whole number, and the mean is then exact."""
+    total = round(150 * mean)
+    assert abs(total - 150 * mean) < 1e-9 and n % 2 == 0
+    high = min(75, round(75 * (mean + spread)))
+    return np.where(np.arange(n) % 2 == 0, high, total - high) / 75
 
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory) -> Path:
-    """Seven valid files (beta's 1-shot result split over two episode seeds) and two invalid ones."""
+    """Seven valid files (beta's 1-shot result in two files of two episode seeds) and two invalid ones."""
     folder = tmp_path_factory.mktemp("results")
     files = {
         "alpha_1s": make_result("alpha", 1, alternating(0.80, 600)),
-        "beta_1s_seed0": make_result("beta", 1, alternating(0.79, 300), seed=0),
-        "beta_1s_seed1": make_result("beta", 1, alternating(0.80, 300), seed=1),
+        "beta_1s_seed0": make_result("beta", 1, alternating(118 / 150, 600), seed=0),
+        "beta_1s_seed1": make_result("beta", 1, alternating(0.80, 600), seed=1),
         "gamma_1s": make_result("gamma", 1, alternating(0.70, 600), pretraining="ImageNet-1k"),
         "alpha_5s": make_result("alpha", 5, alternating(0.90, 600)),
-        "beta_5s": make_result("beta", 5, alternating(0.85, 600)),
-        "gamma_5s": make_result("gamma", 5, alternating(0.847, 600), pretraining="ImageNet-1k"),
+        "beta_5s": make_result("beta", 5, alternating(128 / 150, 600)),
+        "gamma_5s": make_result("gamma", 5, alternating(127 / 150, 600), pretraining="ImageNet-1k"),
     }
     for name, result in files.items():
         (folder / f"{name}.json").write_text(json.dumps(result))
@@ -104,16 +111,20 @@ def test_invalid_files_are_skipped_with_a_warning(accepted):
 def test_seeds_of_one_method_are_pooled(accepted):
     board = leaderboard_table(accepted)
     beta = next(r for r in board.tables[0].rows if r["method"] == "beta")
-    pooled = np.concatenate([alternating(0.79, 300), alternating(0.80, 300)])
+    pooled = np.concatenate([alternating(118 / 150, 600), alternating(0.80, 600)])
     mean, ci95 = mean_ci95(pooled)
-    assert beta["n"] == 600
+    assert beta["n"] == 1200
     assert beta["mean"] == pytest.approx(mean, abs=1e-12) and beta["ci95"] == pytest.approx(ci95, abs=1e-12)
     assert beta["std"] == pytest.approx(pooled.std(ddof=1), abs=1e-12)
-    assert sorted(beta["seed_means"]) == pytest.approx([0.79, 0.80], abs=1e-12)
+    assert sorted(beta["seed_means"]) == pytest.approx([118 / 150, 0.80], abs=1e-12)
     assert sorted(s["seed"] for s in beta["seeds"]) == [0, 1]
-    with pytest.warns(UserWarning, match="seen before; not pooled twice"):
-        again = leaderboard_table([*accepted, copy.deepcopy(accepted[1])])
+    assert board.skipped == []
+    copied = copy.deepcopy(accepted[1])
+    again = leaderboard_table([*accepted, copied])
     assert again.tables[0].rows == board.tables[0].rows
+    name = Path(copied["_path"]).name
+    assert [str(s) for s in again.skipped] == [
+        f"skipped {name}: run id {copied['run']['id']} already ranked from {name}; not pooled twice"]
 
 
 def test_benchmark_ranks_and_ties(accepted, configuration):
@@ -162,18 +173,18 @@ def rows_of(results: list[dict]) -> list[tuple[str, str, int]]:
 
 
 def test_two_configurations_of_one_method_are_two_rows():
-    slow = [make_result("protonet", 1, alternating(0.80, 300), seed=s, params={"lr": 1e-3}) for s in (0, 1)]
+    slow = [make_result("protonet", 1, alternating(0.80, 600), seed=s, params={"lr": 1e-3}) for s in (0, 1)]
     fast = make_result("protonet", 1, alternating(0.70, 600), seed=0, params={"lr": 1e-2})
     slow_config, fast_config = (hashed_configuration("protonet", r["method"]["params"]) for r in (slow[0], fast))
     assert {configuration_of(r) for r in slow} == {slow_config} and configuration_of(fast) == fast_config
     assert slow_config != fast_config
-    # the two seeds of lr 1e-3 pool into one row of 600 episodes; lr 1e-2 is a row of its own
-    assert rows_of([*slow, fast]) == sorted([(slow_config, "protonet", 600), (fast_config, "protonet", 600)])
+    # the two seeds of lr 1e-3 pool into one row of 1200 episodes; lr 1e-2 is a row of its own
+    assert rows_of([*slow, fast]) == sorted([(slow_config, "protonet", 1200), (fast_config, "protonet", 600)])
     board = leaderboard_table([*slow, fast])
     assert [(r["configuration"], r["average_rank"]) for r in board.overall] == [(slow_config, 1.0), (fast_config, 2.0)]
     text = markdown(board)
     assert f"| {slow_config} | protonet | 80.00 ± " in text and f"| {fast_config} | protonet | 70.00 ± " in text
-    assert f"| {slow_config} | protonet | 1.00 | 1 |" in text
+    assert f"| {slow_config} | protonet | 1 | 1.00 |" in text
 
 
 def test_labelled_configurations_of_one_method_are_two_rows_on_the_page():
@@ -203,13 +214,13 @@ def test_version_1_1_files_are_keyed_by_their_label_else_their_name():
 
 
 def test_one_label_on_different_methods_or_params_pools_with_a_warning():
-    base = relabelled(make_result("protonet", 1, alternating(0.8, 300), params={"lr": 1e-3}), "mine")
-    other_params = relabelled(make_result("protonet", 1, alternating(0.8, 300), params={"lr": 1e-2}), "mine")
-    other_method = relabelled(make_result("matchingnet", 1, alternating(0.8, 300), params={"lr": 1e-3}), "mine")
+    base = relabelled(make_result("protonet", 1, alternating(0.8, 600), params={"lr": 1e-3}), "mine")
+    other_params = relabelled(make_result("protonet", 1, alternating(0.8, 600), params={"lr": 1e-2}), "mine")
+    other_method = relabelled(make_result("matchingnet", 1, alternating(0.8, 600), params={"lr": 1e-3}), "mine")
     with pytest.warns(UserWarning, match="mine: pooled files disagree on method.params_hash"):
-        assert rows_of([base, other_params]) == [("mine", "protonet", 600)]
+        assert rows_of([base, other_params]) == [("mine", "protonet", 1200)]
     with pytest.warns(UserWarning, match=r"mine: pooled files name different methods \['matchingnet', 'protonet'\]"):
-        assert rows_of([base, other_method]) == [("mine", "matchingnet; protonet", 600)]
+        assert rows_of([base, other_method]) == [("mine", "matchingnet; protonet", 1200)]
 
 
 def stats(configuration: str, mean: float, std: float = 0.1, n: int = 600) -> MethodStats:
@@ -252,10 +263,10 @@ def test_markdown(accepted, configuration):
     assert "| configuration | method | accuracy (%) | episodes | rank |" in text
     assert f"| {alpha} | alpha | 80.00 ± {alpha_ci:.2f} | 600 | 1.5 |" in text
     assert re.search(rf"^\| {re.escape(gamma)} \[\^p1\] \| gamma \| 70\.00 ± \d\.\d\d \| 600 \| 3 \|$", text, re.M)
-    assert re.search(rf"^\| {re.escape(gamma)} \[\^p1\] \| gamma \| 84\.70 ± \d\.\d\d \| 600 \| 2\.5 \|$", text, re.M)
-    assert "| configuration | method | average rank | benchmarks |" in text
-    assert f"| {alpha} | alpha | 1.25 | 2 |" in text and f"| {beta} | beta | 2.00 | 2 |" in text
-    assert f"| {gamma} [^p1] | gamma | 2.75 | 2 |" in text
+    assert re.search(rf"^\| {re.escape(gamma)} \[\^p1\] \| gamma \| 84\.67 ± \d\.\d\d \| 600 \| 2\.5 \|$", text, re.M)
+    assert "| configuration | method | benchmarks | average rank |" in text
+    assert f"| {alpha} | alpha | 2 | 1.25 |" in text and f"| {beta} | beta | 2 | 2.00 |" in text
+    assert f"| {gamma} [^p1] | gamma | 2 | 2.75 |" in text
     assert "over the benchmarks it appears in" in text
     assert "[^p1]: pretrained on ImageNet-1k; not comparable" in text
     assert "[^p" not in text.split("### Average rank")[0].replace(f"{gamma} [^p1]", "")  # only gamma is marked

@@ -231,3 +231,49 @@ def test_corrupt_and_empty_character_folders(tmp_path):
         png.unlink()
     with pytest.raises(ValueError, match="holds no .png drawings"):
         load_omniglot(tmp_path, "val")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 0.0], ids=["half", "last-byte-missing", "empty"])
+def test_truncated_npz_is_named(tmp_path, keep):
+    write_npz_tree(tmp_path)
+    npz = tmp_path / "images_background.npz"
+    npz.write_bytes(npz.read_bytes()[: int(npz.stat().st_size * keep)])
+    with pytest.raises(ValueError, match=r"images_background\.npz: cannot read Omniglot images"):
+        load_omniglot(tmp_path, "train")
+
+
+def rewrite_csv(root, rows) -> None:
+    with open(root / "characters.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([["id", "set", "alphabet", "character"], [1, "background", "Alpha", "character01"],
+      [2, "background", "Alpha"]],
+     r"characters\.csv, row 3: missing character"),
+    ([["id", "set", "alphabet", "character"], [1, "background", "Alpha", "character01"],
+      ["two", "background", "Alpha", "character02"]],
+     r"characters\.csv, row 3: id 'two' is not an integer"),
+    ([["id", "set", "alphabet", "character"], ["", "background", "Alpha", "character01"]],
+     r"characters\.csv, row 2: missing id"),
+    ([["id", "set", "alphabet", "character"], [1, "backgorund", "Alpha", "character01"]],
+     r"characters\.csv, row 2: set 'backgorund' is neither 'background' nor 'evaluation'"),
+    ([["id", "set", "alphabet", "character"], [1, "background", "Alpha", "character01", "extra"]],
+     r"characters\.csv, row 2: 5 fields, the header has 4"),
+    ([["id", "set", "alphabet"], [1, "background", "Alpha"]],
+     r"characters\.csv: the header lacks the column\(s\) character"),
+    ([["id", "set", "alphabet", "character"], [7000, "evaluation", "Beta", "character01"]],
+     r"characters\.csv, row 2: id 7000 is not in .*images_evaluation\.npz \(ids 965-965\)"),
+], ids=["missing-column", "non-integer-id", "empty-id", "unknown-set", "extra-field", "bad-header", "id-too-large"])
+def test_bad_characters_csv_rows_are_named(tmp_path, rows, message):
+    write_npz_tree(tmp_path)
+    rewrite_csv(tmp_path, rows)
+    with pytest.raises(ValueError, match=message):
+        load_omniglot(tmp_path, "trainval")
+
+
+def test_missing_characters_csv_says_what_is_needed(tmp_path):
+    write_npz_tree(tmp_path)
+    (tmp_path / "characters.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"characters\.csv not found: the npz layout needs it"):
+        load_omniglot(tmp_path, "train")

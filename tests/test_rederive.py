@@ -71,3 +71,13 @@ def test_claims_that_disagree_with_the_data_fail(embedded_results, tmp_path, cap
 def test_configuration_helper_matches_the_runner(embedded_results):
     result = json.loads(embedded_results["5-way-1-shot-5-query"].read_text())
     assert result["method"]["configuration"] == hashed_configuration("protonet", result["method"]["params"])
+
+
+def test_submit_with_data_refuses_a_copied_digest(embedded_results, tmp_path, capsys):
+    one_shot, five_shot = embedded_results["5-way-1-shot-5-query"], embedded_results["5-way-5-shot-5-query"]
+    other_digest = json.loads(five_shot.read_text())["episodes"]["digest"]
+    copied = tamper(one_shot, tmp_path, lambda r: r["episodes"].update(digest=other_digest))
+    accepted = tmp_path / "accepted"
+    assert main(["submit", str(copied), "--results-dir", str(accepted), "--data-root", str(tmp_path)]) == 1
+    assert "$.episodes.digest" in capsys.readouterr().err
+    assert not list(accepted.glob("*.json"))

@@ -268,3 +268,39 @@ def test_tensor_source_subset():
     assert sub.class_names == ["n7", "n5"]
     with pytest.raises(ValueError, match=r"classes not in the source: \[8\]"):
         source.subset([5, 8])
+
+
+def test_image_folder_empty_class_folder_is_named(tmp_path):
+    write_png(tmp_path / "cat" / "0.png", 10)
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match=r"dog\b.*add images to it or remove it"):
+        ImageFolderSource(tmp_path)
+
+
+def test_image_folder_ignores_hidden_folders(tmp_path):
+    write_png(tmp_path / "cat" / "0.png", 10)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    assert ImageFolderSource(tmp_path).class_names == ["cat"]
+
+
+def test_small_classes_of_an_image_folder_are_named_by_folder(tmp_path):
+    for name, n in (("ant", 3), ("bee", 1), ("cat", 3), ("dog", 2), ("eel", 3), ("fox", 3)):
+        for k in range(n):
+            write_png(tmp_path / name / f"{k}.png", 30 * k)
+    with pytest.raises(ValueError, match=r"2 classes have fewer than the 3 examples") as info:
+        EpisodeSampler(ImageFolderSource(tmp_path), SPEC, seed=0, n_episodes=1)
+    message = str(info.value)
+    assert "bee (label 1): 1 example;" in message and "dog (label 3): 2 examples" in message
+    assert "drop_small_classes" in message
+
+
+def test_small_classes_named_by_a_tensor_source_or_by_argument():
+    labels = labels_with([3, 3, 2, 3, 3, 1, 3])
+    source = TensorSource(torch.zeros(len(labels), 1), labels, [f"n{c}" for c in range(7)])
+    with pytest.raises(ValueError, match=r"n2 \(label 2\): 2 examples; n5 \(label 5\): 1 example\b"):
+        EpisodeSampler(source, SPEC, seed=0, n_episodes=1)
+    with pytest.raises(ValueError, match=r"x5 \(label 5\): 1 example\b"):
+        EpisodeSampler(labels, SPEC, seed=0, n_episodes=1, class_names=[f"x{c}" for c in range(7)])
+    sampler = EpisodeSampler(source, SPEC, seed=0, n_episodes=3, drop_small_classes=True)
+    assert sampler.digest() == EpisodeSampler(labels, SPEC, seed=0, n_episodes=3, drop_small_classes=True).digest()

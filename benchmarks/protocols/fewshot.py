@@ -35,10 +35,10 @@ from protobench.fewshot.learner import EmbeddingLearner, TrainableLearner
 from protobench.fewshot.metrics import CI95_DEFINITION, MEAN_DEFINITION, mean_ci95
 from protobench.fewshot.progress import progress_bar
 from protobench.fewshot.sampler import EpisodeSampler
-from protobench.fewshot.training import TrainingContext
+from protobench.fewshot.training import CheckpointError, TrainingContext, one_line, set_aside, state_signature
 
 if TYPE_CHECKING:
-    from protobench.benchmarks.runner import RunContext
+    from protobench.benchmarks.runner import Checkpoints, RunContext
 
 EVAL_CHUNK = 64  # episodes scored per batched call; shards are aligned to it
 FIXED_KEYS = ("n_way", "n_shot", "n_query")
@@ -251,35 +251,74 @@ class FewShotProtocol:
 
     def _trained_learner(self, unit: Unit, data, run: RunContext) -> tuple[Any, dict]:
         """The unit's learner, built with its ``init`` key, trained (or loaded from its final
-        checkpoint) when the entry has ``train`` settings; and its training record."""
+        checkpoint) when the entry has ``train`` settings; and its training record.
+
+        Rank 0 reuses or trains (under the runner's unit lock) and every rank then loads the
+        final checkpoint. One that does not load into the learner is set aside and the unit
+        trained again (:meth:`_final_fits`); an unusable training checkpoint is the context's to
+        set aside (:meth:`TrainingContext.load_checkpoint`), and the training starts over.
+        """
         entry = unit.entry
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(unit.keys["init"])
-            learner = build_method(entry.method, data.input_shape, run.device, **entry.params)
+        learner = self._build(unit, data, run)
         if entry.train is None:
             return learner, {"episodes": 0, "selected_episode": 0, "train_seconds": 0.0, "curve": []}
         if not isinstance(learner, TrainableLearner):
             raise ValueError(f"method {entry.method!r} cannot be trained (it has no fit/state_dict/"
                              f"load_state_dict); remove the train setting of {entry.label!r}")
         checkpoints = run.checkpoints(unit.name, config_hash(self._training_config(unit, run.threads)))
-        if world()[0] == 0 and not checkpoints.final.is_file():
-            context = TrainingContext(
-                n_episodes=entry.train.episodes, seed=unit.keys["train"], device=run.device,
-                validate=self._validator(data, entry.val, unit.keys["val"]),
-                validate_every=entry.val.options["every"] if entry.val else entry.train.episodes,
-                checkpoint_path=checkpoints.partial, checkpoint_every=entry.train.options["checkpoint_every"],
-                progress=run.progress, description=f"train {unit.name}")
-            started = time.perf_counter()
-            with run.precision():
-                record = learner.fit(data.sources["train"], entry.train.spec, context).to_dict()
-            record |= {"wall_seconds_with_validation": round(time.perf_counter() - started, 1),
-                       "threads": run.threads, "device": run.device}
-            checkpoints.save_final(learner.state_dict(), record)
-            context.discard_checkpoint()
+        if world()[0] == 0:
+            fits = self._final_fits(learner, checkpoints, unit, run)
+            if fits is False:
+                learner = self._build(unit, data, run)  # a failed load may have changed some weights
+            if not fits:
+                self._train(learner, unit, data, run, checkpoints)
         barrier()
         state, record = checkpoints.load_final(run.device)
         learner.load_state_dict(state)
         return learner, record
+
+    @staticmethod
+    def _final_fits(learner, checkpoints: Checkpoints, unit: Unit, run: RunContext) -> bool | None:
+        """Whether the unit's final checkpoint loads into ``learner``; None when there is none. One
+        that does not (unreadable, truncated, another model's) is set aside with a one-line notice."""
+        if not checkpoints.final.is_file():
+            return None
+        try:
+            state, _ = checkpoints.load_final(run.device)
+            learner.load_state_dict(state)
+        except Exception as error:  # load_state_dict raises what the learner raises (RuntimeError for torch)
+            reason = str(error).removeprefix(f"{checkpoints.final}: ") if isinstance(error, CheckpointError) \
+                else f"does not fit the model ({one_line(error)})"
+            moved = set_aside(checkpoints.final)
+            run.notice(f"{checkpoints.final}: {reason}; set aside as {moved.name}, training {unit.name} again")
+            return False
+        return True
+
+    def _train(self, learner, unit: Unit, data, run: RunContext, checkpoints: Checkpoints) -> None:
+        """Train ``learner`` on the unit's training settings, resuming from (and writing) its
+        training checkpoint, and save the final checkpoint."""
+        entry = unit.entry
+        context = TrainingContext(
+            n_episodes=entry.train.episodes, seed=unit.keys["train"], device=run.device,
+            validate=self._validator(data, entry.val, unit.keys["val"]),
+            validate_every=entry.val.options["every"] if entry.val else entry.train.episodes,
+            checkpoint_path=checkpoints.partial, checkpoint_every=entry.train.options["checkpoint_every"],
+            progress=run.progress, description=f"train {unit.name}",
+            signature=state_signature(learner.state_dict()), notice=run.notice)
+        started = time.perf_counter()
+        with run.precision():
+            record = learner.fit(data.sources["train"], entry.train.spec, context).to_dict()
+        record |= {"wall_seconds_with_validation": round(time.perf_counter() - started, 1),
+                   "threads": run.threads, "device": run.device}
+        checkpoints.save_final(learner.state_dict(), record)
+        context.discard_checkpoint()
+
+    @staticmethod
+    def _build(unit: Unit, data, run: RunContext) -> Any:
+        """The unit's learner as its method's factory makes it, initialised with the ``init`` key."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(unit.keys["init"])
+            return build_method(unit.entry.method, data.input_shape, run.device, **unit.entry.params)
 
     @staticmethod
     def _validator(data, setting: EpisodeSetting | None, key: int):

@@ -18,7 +18,9 @@ class ImageFolderSource:
     """Images loaded lazily from class folders; classes sorted by name, labels 0..C-1.
 
     ``transform`` maps a PIL image to a tensor (default: float tensor in [0, 1], C x H x W).
-    A file that cannot be decoded raises ValueError naming the file.
+    Folders whose names start with "." (``.ipynb_checkpoints``, ``.git``) are not classes. A class
+    folder without images, and a file that cannot be decoded, raise ValueError naming it.
+    ``class_names[c]`` is the folder of label c (an episode sampler's errors name classes by it).
     """
 
     def __init__(self, root: str | Path, transform: Callable[[Image.Image], torch.Tensor] | None = None,
@@ -26,14 +28,17 @@ class ImageFolderSource:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist")
-        self.class_names = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        self.class_names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not self.class_names:
+            raise ValueError(f"no images under {self.root}: expected {self.root}/<class>/<image>{IMAGE_SUFFIXES}")
         files, labels = [], []
         for label, name in enumerate(self.class_names):
             found = sorted(p for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"no images under the class folder {self.root / name} (expected files ending in "
+                                 f"{', '.join(IMAGE_SUFFIXES)}): add images to it or remove it")
             files += found
             labels += [label] * len(found)
-        if not files:
-            raise ValueError(f"no images under {self.root}: expected {self.root}/<class>/<image>{IMAGE_SUFFIXES}")
         self.files = files
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform

@@ -3,7 +3,9 @@
 Two on-disk layouts are read:
 
 - npz: ``images_background.npz`` / ``images_evaluation.npz`` (bool arrays (characters, 20, 105,
-  105), True = paper) with ``characters.csv`` mapping ids to ``Alphabet/characterNN``;
+  105), True = paper) with ``characters.csv`` (columns id, set, alphabet, character) mapping ids
+  to ``Alphabet/characterNN``; a truncated archive or a bad row is a ValueError naming the file
+  (and the row);
 - folders: the original / torchvision layout ``images_background/<Alphabet>/characterNN/*.png``
   and ``images_evaluation/...``.
 
@@ -15,6 +17,8 @@ Images are float32 (1, 28, 28) with ink = 1 and paper = 0, resized with antialia
 from __future__ import annotations
 
 import csv
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,23 +46,65 @@ def _ink_at_size(paper: np.ndarray, image_size: int) -> torch.Tensor:
     return F.interpolate(ink, size=(image_size, image_size), mode="bilinear", antialias=True)
 
 
-def _read_npz_characters(root: Path, wanted: list[str]) -> dict[str, np.ndarray]:
+CSV_COLUMNS = ("id", "set", "alphabet", "character")
+_NPZ_PARTS = {"background": 1, "evaluation": 965}  # set -> id of its first character
+
+
+def _read_character_ids(path: Path) -> dict[str, tuple[str, int, int]]:
+    """``characters.csv``: ``Alphabet/characterNN`` -> (set, id, row). Rows are counted as in a
+    spreadsheet (the header is row 1); a bad row raises ValueError naming the file and the row."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the npz layout needs it beside images_background.npz "
+                                f"(columns {','.join(CSV_COLUMNS)})")
     ids = {}
-    with open(root / "characters.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            ids[f"{row['alphabet']}/{row['character']}"] = (row["set"], int(row["id"]))
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        lacking = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or [])]
+        if lacking:
+            raise ValueError(f"{path}: the header lacks the column(s) {', '.join(lacking)} "
+                             f"(expected {','.join(CSV_COLUMNS)})")
+        for row in reader:
+            where = f"{path}, row {reader.line_num}"
+            if None in row:
+                raise ValueError(f"{where}: {len(reader.fieldnames) + len(row[None])} fields, the header has "
+                                 f"{len(reader.fieldnames)}")
+            empty = [column for column in CSV_COLUMNS if not (row[column] or "").strip()]
+            if empty:
+                raise ValueError(f"{where}: missing {', '.join(empty)}")
+            try:
+                number = int(row["id"])
+            except ValueError:
+                raise ValueError(f"{where}: id {row['id']!r} is not an integer") from None
+            if row["set"] not in _NPZ_PARTS:
+                raise ValueError(f"{where}: set {row['set']!r} is neither 'background' nor 'evaluation'")
+            ids[f"{row['alphabet']}/{row['character']}"] = (row["set"], number, reader.line_num)
+    return ids
+
+
+def _read_npz_characters(root: Path, wanted: list[str]) -> dict[str, np.ndarray]:
+    table = root / "characters.csv"
+    ids = _read_character_ids(table)
     arrays = {}
-    for part, offset in (("background", 1), ("evaluation", 965)):
+    for part, offset in _NPZ_PARTS.items():
         path = root / f"images_{part}.npz"
         wanted_here = [name for name in wanted if ids.get(name, ("",))[0] == part]
         if not wanted_here:
             continue
         try:
-            images = np.load(path)["images"]
-        except (OSError, KeyError, ValueError) as error:
-            raise ValueError(f"{path}: cannot read Omniglot images ({error})") from error
+            with np.load(path) as archive:
+                images = archive["images"]
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise ValueError(f"{path}: cannot read Omniglot images ({type(error).__name__}: {error}); "
+                             "download it again") from error
+        if images.ndim != 4:
+            raise ValueError(f"{path}: cannot read Omniglot images (shape {images.shape}, expected "
+                             "(characters, drawings, height, width)); download it again")
         for name in wanted_here:
-            arrays[name] = images[ids[name][1] - offset]
+            _, number, row = ids[name]
+            if not 0 <= number - offset < len(images):
+                raise ValueError(f"{table}, row {row}: id {number} is not in {path} "
+                                 f"(ids {offset}-{offset + len(images) - 1})")
+            arrays[name] = images[number - offset]
     missing = [name for name in wanted if name not in arrays]
     if missing:
         raise ValueError(f"{len(missing)} split characters are not in {root}: {missing[:5]}")
