@@ -6,11 +6,34 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from protobench.benchmarks.registry import SplitSize, register_benchmark
 from protobench.benchmarks.results import directory_checksum
+
+
+class LazySources(Mapping):
+    """Split name -> labelled source, each loaded the first time it is used (a run that only
+    evaluates never loads the training classes)."""
+
+    def __init__(self, loaders: dict[str, Callable[[], Any]]) -> None:
+        self._loaders = loaders
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, split: str) -> Any:
+        if split not in self._loaded:
+            self._loaded[split] = self._loaders[split]()
+        return self._loaded[split]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
 
 
 @dataclass(frozen=True)
@@ -44,20 +67,24 @@ def omniglot(data_root: Path | None) -> BenchmarkData:
     from protobench.fewshot.datasets import load_omniglot
 
     root = Path(data_root) / "omniglot"
-    sources = {split: load_omniglot(root, split) for split in ("train", "val", "test")}
+    sources = LazySources({split: partial(load_omniglot, root, split) for split in ("train", "val", "test",
+                                                                                   "trainval")})
     files = [root / name for name in ("images_background.npz", "images_evaluation.npz", "characters.csv")]
     checksum = directory_checksum([f for f in files if f.is_file()])
     return BenchmarkData("omniglot", "omniglot-vinyals", sources, checksum, (1, 28, 28))
 
 
 @register_benchmark("omniglot-subset", input_shape=(1, 28, 28),
-                    splits={"train": SplitSize(1288, 20), "val": SplitSize(324, 20), "test": SplitSize(440, 20)})
+                    splits={"train": SplitSize(1288, 20), "val": SplitSize(324, 20), "test": SplitSize(440, 20),
+                            "trainval": SplitSize(1612, 20)})
 def omniglot_subset(data_root: Path | None = None) -> BenchmarkData:
     """Omniglot subset shipped in the package: 322/81/110 characters x 4 rotations, 28x28 binary (embedded)."""
-    from protobench.fewshot.datasets import load_omniglot_subset
+    from protobench.fewshot.datasets import TensorSource, load_omniglot_subset
     from protobench.fewshot.datasets.omniglot_subset import SUBSET_FILE
 
-    sources = {split: load_omniglot_subset(split) for split in ("train", "val", "test")}
+    sources = LazySources({**{split: partial(load_omniglot_subset, split) for split in ("train", "val", "test")},
+                           "trainval": lambda: TensorSource.concatenate([load_omniglot_subset("train"),
+                                                                         load_omniglot_subset("val")])})
     return BenchmarkData("omniglot-subset", "omniglot-subset", sources, directory_checksum([SUBSET_FILE]), (1, 28, 28))
 
 

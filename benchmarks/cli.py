@@ -58,6 +58,8 @@ def _cmd_ls(args) -> int:
         for entry in suite.methods:
             tests = ", ".join(t.spec.key for t in entry.tests)
             train = f"train {entry.train.spec.key} x {entry.train.episodes}" if entry.train else "no training"
+            if entry.retrain:
+                train += f", then retrain on {entry.retrain} for the count chosen on val"
             print(f"    {entry.label}: {entry.method}, {train}; test {tests}")
     print("benchmarks:")
     for name, benchmark in benchmarks().items():
@@ -409,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished result files and checkpoints are kept: run again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`protobench ls | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

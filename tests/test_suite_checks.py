@@ -171,3 +171,15 @@ def test_a_label_is_the_configuration_and_unlabelled_params_are_hashed(tmp_path)
 def test_an_unknown_suite_gets_a_did_you_mean(capsys):
     assert main(["run", "quikc"]) == 2
     assert "unknown suite 'quikc' (did you mean 'quick'?)" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`protobench ls | head -1`: the reader has gone before ls writes; no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    listing = subprocess.Popen([sys.executable, "-m", "protobench", "ls"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    listing.stdout.close()  # the reader goes away before anything is written
+    stderr = listing.stderr.read().decode()
+    assert listing.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr

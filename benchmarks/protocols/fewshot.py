@@ -17,9 +17,11 @@ settings, seed and the CPU thread count (which changes floating-point results).
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +29,14 @@ import torch
 
 from protobench.benchmarks.distributed import barrier, gather_concatenated, shard, world
 from protobench.benchmarks.registry import Benchmark, build_method, get_benchmark, get_method
-from protobench.benchmarks.results import config_hash, environment, method_record, peak_rss_mib, run_header
+from protobench.benchmarks.results import (
+    config_hash,
+    environment,
+    method_record,
+    peak_rss_mib,
+    run_header,
+    write_json_atomic,
+)
 from protobench.benchmarks.suite import Unit, check_keys
 from protobench.fewshot.episodes import EpisodeSpec, VariableEpisodeSpec
 from protobench.fewshot.evaluation import class_names_of, embed_source, evaluate, evaluate_cached, evaluate_per_episode
@@ -44,7 +53,7 @@ EVAL_CHUNK = 64  # episodes scored per batched call; shards are aligned to it
 FIXED_KEYS = ("n_way", "n_shot", "n_query")
 VARIABLE_KEYS = ("min_way", "max_way", "max_query", "max_support", "max_support_per_class")
 SETTING_KEYS = ("kind", *FIXED_KEYS, *VARIABLE_KEYS, "episodes")
-ENTRY_KEYS = ("label", "method", "params", "train", "val", "tests")
+ENTRY_KEYS = ("label", "method", "params", "train", "val", "retrain", "tests")
 TRAIN_OPTIONS = {"checkpoint_every": 100}
 VAL_OPTIONS = {"every": 500}
 
@@ -97,11 +106,14 @@ class FewShotEntry:
     train: EpisodeSetting | None
     val: EpisodeSetting | None
     tests: tuple[EpisodeSetting, ...]
+    retrain: str | None = None  # stage 2: retrain on this split for the episode count chosen on val
 
     def recorded_params(self) -> dict:
-        """The params a result records: the factory's, and the training and validation settings."""
-        return {**self.params, "train": self.train.describe() if self.train else None,
-                "val": self.val.describe() if self.val else None}
+        """The params a result records: the factory's, the training and validation settings, and
+        the retraining split (``retrain`` only when the entry has one)."""
+        recorded = {**self.params, "train": self.train.describe() if self.train else None,
+                    "val": self.val.describe() if self.val else None}
+        return recorded | ({"retrain": self.retrain} if self.retrain else {})
 
 
 @dataclass(frozen=True)
@@ -137,12 +149,17 @@ class FewShotProtocol:
         label = table.get("label", table["method"])
         if not isinstance(label, str) or not label:
             raise ValueError(f"{where}.label: expected a non-empty string")
+        retrain = table.get("retrain")
+        if retrain is not None and (not isinstance(retrain, str) or "train" not in table or "val" not in table):
+            raise ValueError(f"{where}.retrain: a split name (such as \"trainval\"), with train and val settings: "
+                             "stage 1 trains on train and chooses the episode count on val, stage 2 retrains "
+                             "on this split for that count")
         return FewShotEntry(
             label=label, method=table["method"], params=dict(params),
             train=EpisodeSetting.from_table(table["train"], f"{where}.train", TRAIN_OPTIONS) if "train" in table
             else None,
             val=EpisodeSetting.from_table(table["val"], f"{where}.val", VAL_OPTIONS) if "val" in table else None,
-            tests=tests)
+            tests=tests, retrain=retrain)
 
     def untrained_entry(self, name: str, suite) -> FewShotEntry:
         """A registered method the suite does not list, run untrained on the suite's tests."""
@@ -179,6 +196,8 @@ class FewShotProtocol:
         except TypeError as error:
             problems.append(f"{where}: params {entry.params} do not fit the method's factory ({error})")
         roles = [("train", entry.train, "train"), ("val", entry.val, "val")]
+        if entry.retrain is not None:
+            roles.append((f"retrain on {entry.retrain}", entry.train, entry.retrain))
         roles += [(f"test {t.spec.key}", t, "test") for t in entry.tests]
         for role, setting, split in roles:
             if setting is None:
@@ -296,22 +315,53 @@ class FewShotProtocol:
 
     def _train(self, learner, unit: Unit, data, run: RunContext, checkpoints: Checkpoints) -> None:
         """Train ``learner`` on the unit's training settings, resuming from (and writing) its
-        training checkpoint, and save the final checkpoint."""
+        training checkpoint, and save the final checkpoint with the training record.
+
+        With ``retrain``, two stages (the protocol of Snell et al. 2017): stage 1 trains on the
+        ``train`` split and chooses the episode count with the best validation accuracy; its record
+        is kept beside the checkpoints, so an interrupted stage 2 does not repeat it. Stage 2 trains
+        a fresh learner (the same ``init`` key) on the ``retrain`` split for that many episodes,
+        without validation. The record says which stage and class set produced the weights.
+        """
+        entry = unit.entry
+        stage1_file = checkpoints.final.with_name(checkpoints.final.name.replace(".final.pt", ".stage1.json"))
+        if entry.retrain is not None and stage1_file.is_file():
+            stage1 = json.loads(stage1_file.read_text(encoding="utf-8"))
+        else:
+            stage1 = self._fit(learner, unit, data, run, "train", entry.train.episodes, self._validator(
+                data, entry.val, unit.keys["val"]), checkpoints.partial, "train")
+            if entry.retrain is None:
+                record = stage1 | {"stage": "train", "train_split": "train"}
+                checkpoints.save_final(learner.state_dict(), record)
+                return
+            write_json_atomic(stage1_file, stage1)
+        chosen = int(stage1["selected_episode"])
+        learner = self._build(unit, data, run)
+        stage2_partial = checkpoints.partial.with_name(checkpoints.partial.name.replace(".partial.pt",
+                                                                                        ".stage2.partial.pt"))
+        record = self._fit(learner, unit, data, run, entry.retrain, chosen, None, stage2_partial,
+                           f"retrain on {entry.retrain}")
+        record |= {"stage": "retrain", "train_split": entry.retrain, "chosen_on": "val", "chosen_episodes": chosen,
+                   "stage1": stage1}
+        checkpoints.save_final(learner.state_dict(), record)
+        stage1_file.unlink(missing_ok=True)
+
+    def _fit(self, learner, unit: Unit, data, run: RunContext, split: str, n_episodes: int, validate,
+             partial: Path, what: str) -> dict:
+        """One training run of ``learner`` on ``split`` for ``n_episodes`` episodes; its record."""
         entry = unit.entry
         context = TrainingContext(
-            n_episodes=entry.train.episodes, seed=unit.keys["train"], device=run.device,
-            validate=self._validator(data, entry.val, unit.keys["val"]),
-            validate_every=entry.val.options["every"] if entry.val else entry.train.episodes,
-            checkpoint_path=checkpoints.partial, checkpoint_every=entry.train.options["checkpoint_every"],
-            progress=run.progress, description=f"train {unit.name}",
+            n_episodes=n_episodes, seed=unit.keys["train"], device=run.device, validate=validate,
+            validate_every=entry.val.options["every"] if validate is not None else n_episodes,
+            checkpoint_path=partial, checkpoint_every=entry.train.options["checkpoint_every"],
+            progress=run.progress, description=f"{what} {unit.name}",
             signature=state_signature(learner.state_dict()), notice=run.notice)
         started = time.perf_counter()
         with run.precision():
-            record = learner.fit(data.sources["train"], entry.train.spec, context).to_dict()
-        record |= {"wall_seconds_with_validation": round(time.perf_counter() - started, 1),
-                   "threads": run.threads, "device": run.device}
-        checkpoints.save_final(learner.state_dict(), record)
+            record = learner.fit(data.sources[split], entry.train.spec, context).to_dict()
         context.discard_checkpoint()
+        return record | {"wall_seconds_with_validation": round(time.perf_counter() - started, 1),
+                         "threads": run.threads, "device": run.device}
 
     @staticmethod
     def _build(unit: Unit, data, run: RunContext) -> Any:

@@ -35,3 +35,14 @@ class TensorSource:
         labels = np.array([relabel[int(y)] for y in self.labels[keep]], dtype=np.int64)
         names = [self.class_names[c] for c in classes] if self.class_names else None
         return TensorSource(self.images[torch.from_numpy(np.flatnonzero(keep))], labels, names)
+
+    @classmethod
+    def concatenate(cls, sources: list[TensorSource]) -> TensorSource:
+        """The examples of ``sources`` one after another; the classes of each source are numbered after
+        those of the ones before it (for example train + val classes as one ``trainval`` source)."""
+        offsets = np.cumsum([0] + [int(source.labels.max()) + 1 for source in sources[:-1]])
+        labels = np.concatenate([source.labels + offset for source, offset in zip(sources, offsets, strict=True)])
+        named = all(source.class_names is not None for source in sources)
+        names = [name for source in sources for name in source.class_names] if named else None
+        return cls(torch.cat([source.images for source in sources]), labels, names)
+
