@@ -14,7 +14,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 import protobench
+from protobench.fewshot.atomic import write_atomic
 from protobench.fewshot.learner import Described
 from protobench.leaderboard.identity import hashed_configuration, params_hash
 from protobench.leaderboard.schema import SCHEMA_VERSION
@@ -99,16 +99,5 @@ def method_record(name: str, label: str, params: dict, learner: Described) -> di
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to a uniquely named temporary file beside ``path``, flush it to disk, and rename
-    it into place: a reader sees the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(json.dumps(payload, indent=1) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` as indented JSON to ``path`` with :func:`protobench.fewshot.atomic.write_atomic`."""
+    write_atomic(path, lambda stream: stream.write((json.dumps(payload, indent=1) + "\n").encode("utf-8")))

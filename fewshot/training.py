@@ -22,15 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protobench.fewshot.atomic import write_atomic
 from protobench.fewshot.progress import progress_bar
 
 # save_checkpoint writes the learner's state with two keys added, which a state may not use: the
@@ -44,24 +43,11 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically: into a uniquely named temporary file in the same
-    folder, flushed to disk, then renamed over ``path``. Readers see the old file or the new one;
-    concurrent writers never collide; on failure the temporary file is removed and ``path`` is
-    left as it was."""
+    """``torch.save(obj)`` to ``path`` with :func:`protobench.fewshot.atomic.write_atomic`: readers see
+    the old file or the new one, concurrent writers never collide, a failure leaves ``path`` as it was."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda stream: torch.save(obj, stream))
 
 
 def load_torch(path: str | Path, device: str = "cpu") -> Any:

@@ -35,9 +35,7 @@ import datetime as dt
 import functools
 import html
 import io
-import os
 import re
-import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -50,6 +48,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from protobench.fewshot.atomic import write_atomic
 from protobench.leaderboard.identity import configuration_of
 from protobench.leaderboard.ranking import (
     TIE_RULE,
@@ -488,15 +487,8 @@ class Site:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: a unique temporary file beside it, then a rename."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`protobench.fewshot.atomic.write_atomic`)."""
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def build_site_report(results_folder: str | Path, out_dir: str | Path, generated: dt.datetime | None = None) -> Site:
