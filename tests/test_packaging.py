@@ -97,6 +97,16 @@ def test_install_holds_only_the_protobench_namespace(install):
     assert (install.site / "protobench" / "benchmarks" / "suites" / "quick.toml").is_file()
 
 
+def test_install_holds_every_module_of_the_checkout(install):
+    """Every ``.py`` file of the repository's folders is installed (a subpackage missing from
+    pyproject's ``packages`` list would otherwise be supplied by an editable install and go unseen)."""
+    checkout = {f"{folder}/{p.relative_to(ROOT / folder)}" for folder in (*REPOSITORY_FOLDERS, "protobench")
+                for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts}
+    installed = {str(p.relative_to(install.site / "protobench")) for p in (install.site / "protobench").rglob("*.py")}
+    installed = {name if name.split("/")[0] in REPOSITORY_FOLDERS else f"protobench/{name}" for name in installed}
+    assert sorted(checkout - installed) == [], "modules missing from the install: add their package to pyproject"
+
+
 def _version(install: Install) -> str:
     done = install.python("-c", "import protobench; print(protobench.__version__)")
     assert done.returncode == 0, done.stderr
