@@ -49,6 +49,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from protobench.fewshot.atomic import write_atomic
+from protobench.leaderboard.continual_board import HEADINGS, METRICS, ContinualTable, continual_tables, percent_summary
 from protobench.leaderboard.identity import configuration_of
 from protobench.leaderboard.ranking import (
     TIE_RULE,
@@ -248,7 +249,14 @@ def shots_charts(board: Leaderboard) -> list[tuple[str, str]]:
 @_literal_text
 def continual_figure(result: dict) -> tuple[str, Figure] | None:
     """(title, figure) of a continual result's accuracy matrix, or None if it has no square matrix of numbers."""
-    matrix = result.get("evidence", {}).get("accuracy_matrix")
+    figure = matrix_figure(_continual_title(result), result.get("evidence", {}).get("accuracy_matrix"))
+    return None if figure is None else (_continual_title(result), figure)
+
+
+@_literal_text
+def matrix_figure(title: str, matrix: object) -> Figure | None:
+    """A heatmap of an accuracy matrix (fractions, shown in percent) titled ``title``; None if ``matrix``
+    is not a non-empty square matrix of numbers."""
     try:
         values = 100 * np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
@@ -270,8 +278,8 @@ def continual_figure(result: dict) -> tuple[str, Figure] | None:
     ax.set_yticks(list(ticks))
     ax.set_xlabel("evaluated on experience j")
     ax.set_ylabel("after training experience i")
-    ax.set_title(display_text(_continual_title(result), MAX_TITLE_CHARS), fontsize=9)
-    return _continual_title(result), fig
+    ax.set_title(display_text(title, MAX_TITLE_CHARS), fontsize=9)
+    return fig
 
 
 def _continual_title(result: dict) -> str:
@@ -363,6 +371,31 @@ def _benchmark_html(table: BenchmarkTable, notes: dict[str, int], problems: list
         _rows_html(table, notes), "</tbody></table>", chart, "</section>"])
 
 
+def _continual_html(table: ContinualTable, problems: list[Skipped]) -> str:
+    """One continual benchmark: its ranked rows (metrics as mean +- std over seeds) and, per row, the
+    heatmap of its accuracy matrix averaged over seeds."""
+    label = html.escape(table.label)
+    heads = "".join(f'<th class="num">{html.escape(HEADINGS[m])}</th>' for m in METRICS)
+    rows, heatmaps = [], []
+    for row in table.rows:
+        cells = "".join(f'<td class="num">{html.escape(percent_summary(row["metrics"][m]))}</td>' for m in METRICS)
+        rows.append(f'<tr><td class="num">{row["rank"]:g}</td><td>{html.escape(row["configuration"])}</td>'
+                    f'<td>{html.escape(row["method"])}</td>{cells}<td class="num">{row["n_seeds"]}</td></tr>')
+        title = f"{row['configuration']} on {table.label}, mean of {row['n_seeds']} seed(s)"
+        uri, note = _chart("heatmap", f"heatmap of {title}",
+                           lambda title=title, row=row: _png(matrix_figure(title, row["mean_matrix"])), problems)
+        heatmaps.append(note or _figure(uri, f"accuracy matrix, {title}", title))
+    ranked_on = "task-aware final average accuracy" if table.ranked_on != "average_accuracy" else \
+        "final average accuracy"
+    return "".join([
+        f'<section class="continual" id="{_slug(table.label)}"><h3>{label}</h3>',
+        f'<p class="note">Mean ± std over seeds (percent); ranked by {ranked_on}. R[i][j] = accuracy on '
+        "experience j's test set after training experience i.</p>",
+        f'<table class="continual" data-benchmark="{label}"><thead><tr><th class="num">rank</th>'
+        f'<th>configuration</th><th>method</th>{heads}<th class="num">seeds</th></tr></thead><tbody>',
+        *rows, "</tbody></table>", '<div class="grid">', *heatmaps, "</div></section>"])
+
+
 def render_html(results: list[dict], generated: dt.datetime | None = None, board: Leaderboard | None = None,
                 skipped: Sequence[Skipped] = ()) -> str:
     """The page for already-accepted ``results`` (few-shot and continual), as one HTML string.
@@ -428,20 +461,16 @@ def render_page(results: list[dict], generated: dt.datetime | None = None, board
         body.append('<p class="empty">No fixed-way few-shot results yet.</p>')
     body.append("</section>")
 
-    body.append('<section id="continual"><h2>Continual learning: accuracy matrices</h2>')
-    heatmaps = []
-    for result in continual:
-        title = _continual_title(result)
-        drawn, note = _chart("heatmap", f"heatmap of {title}", lambda result=result: continual_heatmap(result),
-                             problems)
-        if note:
-            heatmaps.append(note)
-        elif drawn is not None:
-            heatmaps.append(_figure(drawn[1], f"accuracy matrix, {drawn[0]}", drawn[0] + _continual_caption(result)))
-    if heatmaps:
-        body += ['<p class="note">R[i][j] = accuracy on experience j\'s test set after training experience i.</p>',
-                 '<div class="grid">', *heatmaps, "</div>"]
-    else:
+    body.append('<section id="continual"><h2>Continual learning</h2>')
+    tables, left_out = continual_tables(continual)
+    problems += left_out
+    for table in tables:
+        try:
+            body.append(_continual_html(table, problems))
+        except Exception as error:  # a section that cannot be written is listed, not fatal
+            problems.append(Skipped(display_text(f"section {table.label}"),
+                                    display_text(f"not written: {type(error).__name__}: {error}")))
+    if not tables:
         body.append('<p class="empty">No continual results yet.</p>')
     body.append("</section>")
 

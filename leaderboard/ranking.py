@@ -420,7 +420,7 @@ _MARKDOWN_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _MARKDOWN_ESCAPED = frozenset("\\`*_~[]()!|$:#")
 
 
-def _cell(text: object) -> str:
+def markdown_cell(text: object) -> str:
     """Text shown literally by a Markdown renderer (GitHub's included), safe inside one table cell.
 
     One line (runs of whitespace, newlines included, become one space); ``&``, ``<`` and ``>`` as
@@ -450,13 +450,14 @@ def markdown(board: Leaderboard) -> str:
     def identity_cells(row: dict) -> str:
         """The configuration cell (with its footnote mark) and the method cell."""
         pre = row["pretraining"]
-        return _cell(row["configuration"]) + (f" [^p{notes[pre]}]" if pre else "") + f" | {_cell(row['method'])}"
+        mark = f" [^p{notes[pre]}]" if pre else ""
+        return markdown_cell(row["configuration"]) + mark + f" | {markdown_cell(row['method'])}"
 
     lines = ["## Leaderboard", "", f"Ranking rule: {TIE_RULE}.", ""]
     if not board.tables:
         return "\n".join([*lines, "No accepted few-shot results yet.", ""])
     for table in board.tables:
-        lines += [f"### {_cell(table.name)}: {_cell(table.protocol)}", "",
+        lines += [f"### {markdown_cell(table.name)}: {markdown_cell(table.protocol)}", "",
                   "| configuration | method | accuracy (%) | episodes | rank |", "| --- | --- | ---: | ---: | ---: |"]
         lines += [f"| {identity_cells(r)} | {100 * r['mean']:.2f} ± {100 * r['ci95']:.2f} "
                   f"| {r['n']} | {format_rank(r['rank'])} |" for r in table.rows]
@@ -466,7 +467,7 @@ def markdown(board: Leaderboard) -> str:
     lines += [f"| {identity_cells(r)} | {r['n_benchmarks']} | {r['average_rank']:.2f} |" for r in board.overall]
     lines.append("")
     for pre, number in notes.items():
-        lines.append(f"[^p{number}]: pretrained on {_cell(pre)}; not comparable with methods trained only on "
+        lines.append(f"[^p{number}]: pretrained on {markdown_cell(pre)}; not comparable with methods trained only on "
                      "the benchmark's training classes.")
     if notes:
         lines.append("")

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 from conftest import make_fewshot_result as make_result
 from PIL import Image
+from test_validate_continual import TASK_AWARE3, continual_result
 
 from protobench.fewshot.metrics import mean_ci95
 from protobench.leaderboard.identity import configuration_of, hashed_configuration
@@ -279,14 +280,15 @@ def decode_png(uri: str) -> Image.Image:
 
 
 def test_continual_heatmap_and_its_absence(accepted):
-    continual = {"kind": "continual", "method": {"name": "ewc"}, "benchmark": {"name": "split-toy"},
-                 "metrics": {"average_accuracy": {"value": 0.7167}, "forgetting": {"value": None}},
-                 "evidence": {"accuracy_matrix": [[0.9, 0.1, 0.1], [0.6, 0.9, 0.1], [0.5, 0.7, 0.95]]}}
+    continual = continual_result(task_aware=TASK_AWARE3)
+    continual["method"]["configuration"] = "ewc"
     title, uri = continual_heatmap(continual)
-    assert title == "ewc on split-toy" and decode_png(uri).size[0] > 100
+    assert title == "ewc on split-toy (class-incremental, 3 experiences)"
+    assert decode_png(uri).size[0] > 100
     assert continual_heatmap({"kind": "continual", "evidence": {"accuracy_matrix": [[0.5, 0.5]]}}) is None
     page = render_html([*accepted, continual], GENERATED)
-    assert 'alt="accuracy matrix, ewc on split-toy"' in page and "split-toy: average accuracy 71.7%<" in page
+    assert 'alt="accuracy matrix, ewc on split-toy class-incremental, 3 experiences, mean of 1 seed(s)"' in page
+    assert "split-toy class-incremental, 3 experiences" in page
     assert "No continual results yet." not in page
     assert "No continual results yet." in render_html(accepted, GENERATED)
 

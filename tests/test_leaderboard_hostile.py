@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_fewshot_result
+from test_validate_continual import continual_result
 
 from protobench.benchmarks.cli import main
 from protobench.fewshot import EpisodeSpec
@@ -158,9 +159,8 @@ def good() -> list[dict]:
 def test_text_from_results_is_drawn_literally(good):
     """Mathtext in a protocol, a configuration or a continual title is drawn as written, not parsed."""
     mathy = with_fields(make("gamma", 57, n_shot=1), protocol=MATH, label=MATH)
-    continual = {"kind": "continual", "method": {"name": "ewc"}, "benchmark": {"name": "split", "protocol": MATH},
-                 "metrics": {"average_accuracy": {"value": 0.5}},
-                 "evidence": {"accuracy_matrix": [[0.9, 0.1], [0.6, 0.8]]}}
+    continual = continual_result()
+    continual["benchmark"]["protocol"] = MATH
     html_text = render_html([*good, mathy, continual], GENERATED)
     assert "not drawn" not in html_text and 'id="skipped"' not in html_text  # every chart drawn, nothing left out
     # 3 benchmark charts (1-shot, 5-shot, the math protocol), 1 shots chart (5-way), 1 heatmap

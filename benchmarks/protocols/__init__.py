@@ -7,9 +7,10 @@ processes, atomic writing, the summary).
 
 from __future__ import annotations
 
+from protobench.benchmarks.protocols.continual import ContinualProtocol
 from protobench.benchmarks.protocols.fewshot import FewShotProtocol
 
-PROTOCOLS = {"fewshot": FewShotProtocol()}
+PROTOCOLS = {"fewshot": FewShotProtocol(), "continual": ContinualProtocol()}
 
 
 def protocol_for(kind: str, where: str = "suite"):
