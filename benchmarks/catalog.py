@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.benchmarks.registry import SplitSize, register_benchmark
-from protobench.benchmarks.results import directory_checksum
+from protobench.benchmarks.results import array_checksum, directory_checksum
 
 
 class LazySources(Mapping):
@@ -54,7 +53,7 @@ def digits_heldout(data_root: Path | None = None) -> BenchmarkData:
     from protobench.fewshot.datasets import load_digits_source
 
     digits = load_digits_source()
-    checksum = "sha256:" + hashlib.sha256(digits.images.numpy().tobytes()).hexdigest()
+    checksum = array_checksum(digits.images.numpy())
     sources = {"train": digits.subset(range(5)), "val": None, "test": digits.subset(range(5, 10))}
     return BenchmarkData("digits-heldout", "sklearn-digits", sources, checksum, (1, 28, 28))
 

@@ -147,6 +147,9 @@ def _cmd_run(args) -> int:
         suite = load_suite(args.suite).select(args.methods, args.seeds)
         check_suite(suite, data_root)
         device = pick_device(args.device)
+        if args.nproc > 1 and suite.kind == "continual":
+            raise ValueError(f"suite {suite.name!r} is continual: its units train experience by experience in one "
+                             "process; drop --nproc (use --threads for more CPU threads)")
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
@@ -175,14 +178,35 @@ def _cmd_run(args) -> int:
 
 
 def summary_table(results: list[dict]) -> str:
-    """A plain-text table: benchmark, method configuration, setting, accuracy % with 95% CI, episodes."""
-    lines = [f"{'benchmark':16s} {'method':20s} {'setting':24s} {'accuracy %':>16s} {'episodes':>9s}"]
-    for result in results:
-        mean, ci95 = result["metrics"]["mean_accuracy"]["value"], result["metrics"]["ci95"]["value"]
-        lines.append(f"{result['benchmark']['name']:16s} {result['method']['configuration']:20s} "
-                     f"{result['benchmark']['protocol']:24s} {100 * mean:9.2f} +- {100 * ci95:4.2f} "
-                     f"{result['episodes']['n']:9d}")
-    return "\n".join(lines)
+    """Plain-text tables: few-shot results (benchmark, method configuration, setting, accuracy % with
+    95% CI, episodes), then continual ones (benchmark, configuration, seed, final average accuracy,
+    task-aware average accuracy and forgetting, in percent)."""
+    fewshot = [r for r in results if r["kind"] == "fewshot"]
+    continual = [r for r in results if r["kind"] == "continual"]
+    tables = []
+    if fewshot or not continual:
+        lines = [f"{'benchmark':16s} {'method':20s} {'setting':24s} {'accuracy %':>16s} {'episodes':>9s}"]
+        for result in fewshot:
+            mean, ci95 = result["metrics"]["mean_accuracy"]["value"], result["metrics"]["ci95"]["value"]
+            lines.append(f"{result['benchmark']['name']:16s} {result['method']['configuration']:20s} "
+                         f"{result['benchmark']['protocol']:24s} {100 * mean:9.2f} +- {100 * ci95:4.2f} "
+                         f"{result['episodes']['n']:9d}")
+        tables.append("\n".join(lines))
+    if continual:
+        lines = [f"{'benchmark':20s} {'method':24s} {'seed':>5s} {'A %':>7s} {'task-aware A %':>15s} "
+                 f"{'forgetting %':>13s}"]
+        for result in continual:
+            metrics = result["metrics"]
+
+            def percent(name: str, metrics=metrics) -> str:
+                value = metrics.get(name, {}).get("value")
+                return "n/a" if value is None else f"{100 * value:.2f}"
+
+            lines.append(f"{result['benchmark']['name']:20s} {result['method']['configuration']:24s} "
+                         f"{result['seeds']['seed']:5d} {percent('average_accuracy'):>7s} "
+                         f"{percent('task_aware_average_accuracy'):>15s} {percent('forgetting'):>13s}")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def _read_result(path: str) -> dict:

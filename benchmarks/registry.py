@@ -33,7 +33,8 @@ from pathlib import Path
 from protobench.fewshot.learner import missing_members
 
 METHOD_ENTRY_POINTS = "protobench.methods"
-_BUILTIN_MODULES = ("protobench.benchmarks.methods", "protobench.benchmarks.catalog")
+_BUILTIN_MODULES = ("protobench.benchmarks.methods", "protobench.benchmarks.catalog",
+                    "protobench.benchmarks.continual_catalog")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,24 @@ def _check(name: str, kind: str, learner) -> None:
     if missing:
         raise ContractError(f"method {name!r}: its learner does not satisfy the {kind} learner protocol: "
                             f"{missing} (see protobench.fewshot.learner)")
+
+
+def keyword_parameters(factory: Callable) -> set[str] | None:
+    """The parameter names ``factory`` accepts, or None when it accepts any keyword.
+
+    A class's ``**params`` that its ``__init__`` passes on to a base class is followed up the
+    method resolution order (``EWC(..., ewc_lambda, **params)`` takes ``ewc_lambda`` and every
+    parameter of its base classes' ``__init__``), so a misspelt parameter is found before a run.
+    """
+    functions = [klass.__init__ for klass in factory.__mro__ if "__init__" in vars(klass)] \
+        if inspect.isclass(factory) else [factory]
+    names: set[str] = set()
+    for function in functions:
+        parameters = inspect.signature(function).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
 
 
 def register_method(name: str, kind: str = "fewshot") -> Callable[[Callable], Callable]:

@@ -72,6 +72,11 @@ def directory_checksum(paths: list[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def array_checksum(array: np.ndarray) -> str:
+    """SHA-256 over an array's bytes in C order (``sha256:<hex>``): the checksum of data built in memory."""
+    return "sha256:" + hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 def run_header(kind: str, unit_name: str, config_hash: str) -> dict:
     """The fields every result file starts with: schema version, kind and the run."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)

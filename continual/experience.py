@@ -141,6 +141,16 @@ class Stream:
     def __getitem__(self, index: int) -> Experience:
         return self.experiences[index]
 
+    def experience(self, task_id: int) -> Experience:
+        """The experience of task ``task_id``, checked: an integer in ``0 .. len(self) - 1`` (no
+        negative indexing), else TypeError / IndexError naming the valid range."""
+        if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
+            raise TypeError(f"task id must be an integer in 0..{len(self) - 1}, got {task_id!r}")
+        if not 0 <= task_id < len(self):
+            raise IndexError(f"task id {task_id} is out of range: stream {self.name!r} has {len(self)} "
+                             f"experiences, task ids 0..{len(self) - 1}")
+        return self.experiences[int(task_id)]
+
     def spec(self) -> dict:
         """The result file's ``benchmark.stream_spec``."""
         order = None if self.class_order is None else [list(map(int, classes)) for classes in self.class_order]

@@ -129,14 +129,18 @@ def protocol_members(protocol: type) -> tuple[str, ...]:
 
 def missing_members(learner: Any, kind: str = "fewshot") -> str:
     """Empty when ``learner`` (an instance or a class) satisfies its kind's protocol, else a
-    sentence naming what is missing.
+    sentence naming what is missing. A class may declare an attribute by annotating it in its body.
 
     Kind ``fewshot``: :class:`EmbeddingLearner` or :class:`PredictingLearner`; when it has any of
     ``fit``/``state_dict``/``load_state_dict`` it must have all of :class:`TrainableLearner`.
     Kind ``continual``: :class:`protobench.continual.learner.ContinualLearner`.
     """
+    declared = {name for klass in getattr(learner, "__mro__", ()) for name in getattr(klass, "__annotations__", {})}
+
     def lacking(protocol: type) -> list[str]:
-        return [name for name in protocol_members(protocol) if not hasattr(learner, name)]
+        """Members of ``protocol`` that ``learner`` has neither as an attribute nor, for a class, as an
+        annotation (an instance attribute its ``__init__`` sets, declared in the class body)."""
+        return [name for name in protocol_members(protocol) if not hasattr(learner, name) and name not in declared]
 
     if kind == "continual":
         from protobench.continual.learner import ContinualLearner

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from protobench.benchmarks.registry import Benchmark, build_method, get_benchmark, get_method
+from protobench.benchmarks.registry import Benchmark, build_method, get_benchmark, get_method, keyword_parameters
 from protobench.benchmarks.results import (
     config_hash,
     environment,
@@ -152,6 +152,11 @@ class ContinualProtocol:
             return [f"{where}: {error}"]
         if method.kind != self.kind:
             return [f"{where}: {entry.method!r} is a {method.kind} method, not a continual one"]
+        known = keyword_parameters(method.factory)
+        unknown = sorted(set(entry.params) - known) if known is not None else []
+        if unknown:
+            allowed = sorted(known - {"input_shape", "device", "n_classes"})
+            return [f"{where}: unknown param(s) {', '.join(unknown)}; {entry.method!r} takes {', '.join(allowed)}"]
         try:
             inspect.signature(method.factory).bind(benchmark.input_shape, "cpu", n_classes=2, **entry.params)
         except TypeError as error:
