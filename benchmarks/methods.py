@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from protobench.benchmarks.registry import register_method
+from protobench.continual.avalanche_interop import avalanche_ewc, avalanche_lwf, avalanche_naive
 from protobench.continual.learners.ewc import EWC, OnlineEWC
 from protobench.continual.learners.finetune import FineTune
 from protobench.continual.learners.joint import Joint
@@ -25,3 +26,6 @@ register_method("ewc", kind="continual")(EWC)
 register_method("online-ewc", kind="continual")(OnlineEWC)
 register_method("lwf", kind="continual")(LwF)
 register_method("ncm", kind="continual")(NearestClassMean)
+register_method("avalanche-naive", kind="continual")(avalanche_naive)
+register_method("avalanche-ewc", kind="continual")(avalanche_ewc)
+register_method("avalanche-lwf", kind="continual")(avalanche_lwf)
