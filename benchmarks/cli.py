@@ -48,6 +48,7 @@ def pick_device(requested: str) -> str:
 
 
 def _cmd_ls(args) -> int:
+    from protobench.benchmarks.protocols import protocol_for
     from protobench.benchmarks.registry import benchmarks, methods
     from protobench.benchmarks.suite import load_suite, suite_names
 
@@ -55,12 +56,9 @@ def _cmd_ls(args) -> int:
     for name in suite_names():
         suite = load_suite(name)
         print(f"  {name:16s} [{suite.kind}] {suite.description}")
+        protocol = protocol_for(suite.kind)
         for entry in suite.methods:
-            tests = ", ".join(t.spec.key for t in entry.tests)
-            train = f"train {entry.train.spec.key} x {entry.train.episodes}" if entry.train else "no training"
-            if entry.retrain:
-                train += f", then retrain on {entry.retrain} for the count chosen on val"
-            print(f"    {entry.label}: {entry.method}, {train}; test {tests}")
+            print(f"    {entry.label}: {protocol.describe(entry)}")
     print("benchmarks:")
     for name, benchmark in benchmarks().items():
         where = f"needs {benchmark.data_folder}/" if benchmark.data_folder else "embedded"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,8 +76,9 @@ class Method:
 
     @property
     def description(self) -> str:
-        """First line of the factory's docstring."""
-        return (self.factory.__doc__ or "").strip().splitlines()[0] if self.factory.__doc__ else ""
+        """The first paragraph of the factory's docstring, without reST roles (``:class:`X``` -> ``X``)."""
+        paragraph = " ".join((self.factory.__doc__ or "").strip().split("\n\n")[0].split())
+        return re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", paragraph).replace("``", "")
 
     @property
     def module(self) -> str:

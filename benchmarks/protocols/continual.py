@@ -164,6 +164,12 @@ class ContinualProtocol:
         return []
 
     @staticmethod
+    def describe(entry: ContinualEntry) -> str:
+        """One line for ``protobench ls``: the method, its params and the evaluation split."""
+        params = ", ".join(f"{key}={value}" for key, value in entry.params.items()) or "default params"
+        return f"{entry.method} ({params}), evaluated on {entry.split}"
+
+    @staticmethod
     def headline(result: dict) -> str:
         """One line for a result: final average accuracy (and task-aware), forgetting, in percent."""
         metrics = result["metrics"]

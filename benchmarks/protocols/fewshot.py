@@ -218,6 +218,15 @@ class FewShotProtocol:
         return problems
 
     @staticmethod
+    def describe(entry: FewShotEntry) -> str:
+        """One line for ``protobench ls``: the method, its training and its test settings."""
+        tests = ", ".join(t.spec.key for t in entry.tests)
+        train = f"train {entry.train.spec.key} x {entry.train.episodes}" if entry.train else "no training"
+        if entry.retrain:
+            train += f", then retrain on {entry.retrain} for the count chosen on val"
+        return f"{entry.method}, {train}; test {tests}"
+
+    @staticmethod
     def headline(result: dict) -> str:
         """One line for a result: its setting, mean accuracy and CI in percent, episodes."""
         metrics = result["metrics"]

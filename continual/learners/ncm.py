@@ -93,7 +93,7 @@ class FeatureCache:
 
 
 class NearestClassMean:
-    """NCM over a frozen backbone; see the module docstring.
+    """Nearest class mean over a frozen backbone (ImageNet EfficientNet-Lite0 or Conv-4); see the module docstring.
 
     ``NearestClassMean(input_shape, device, n_classes, *, backbone="efficientnet-lite0",
     resolution=None, batch_size=64, distance="euclidean", weights=None)``: ``resolution`` is
