@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from protobench.continual.backbones import build_backbone
-from protobench.continual.experience import Experience, ExperienceData, Stream
+from protobench.continual.experience import Experience, ExperienceData, Stream, permutation
 from protobench.continual.learner import ContinualContext, ContinualLearner
 from protobench.continual.learners.ewc import EWC, OnlineEWC, empirical_fisher
 from protobench.continual.learners.finetune import FineTune
@@ -358,3 +358,18 @@ def test_lwf_distils_the_old_columns_of_a_frozen_teacher():
     log_p = torch.log_softmax(logits[:, :2] / 2, 1)
     kd = 4 * (q * (q.log() - log_p)).sum(1).mean()
     torch.testing.assert_close(learner.loss(logits, x, y), F.cross_entropy(logits[:, :4], y) + 0.7 * kd)
+
+
+def test_ewc_fisher_on_fisher_examples_uses_the_keyed_subset():
+    learner = build(EWC, fisher_examples=5)
+    train(learner, [0])
+    data = STREAM[0].train
+    chosen = torch.from_numpy(permutation(len(data), context(0).key("fisher"))[:5])
+    subset = ExperienceData(data.images, data.labels, data.indices[chosen])
+    expected = empirical_fisher(learner.model, subset, learner.output_mask, batch_size=4)
+    everything = empirical_fisher(learner.model, data, learner.output_mask, batch_size=4)
+    for name, value in learner.fishers[0].items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-10)
+    assert any(not torch.allclose(learner.fishers[0][n], everything[n]) for n in everything)
+    with pytest.raises(ValueError, match="fisher_examples"):
+        build(EWC, fisher_examples=0)

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from protobench.continual.experience import ExperienceData
+from protobench.continual.experience import ExperienceData, permutation
+from protobench.continual.learner import ContinualContext
 from protobench.continual.learners.training import SGDLearner, check_number
 
 
@@ -60,18 +61,23 @@ class EWC(SGDLearner):
     weighted by that experience's Fisher (see the module docstring).
 
     ``EWC(input_shape, device, n_classes, *, ewc_lambda=100.0, backbone="mlp", epochs=1, batch_size=64,
-    lr=0.01, momentum=0.0, weight_decay=0.0, augment=False, mask="seen")``. ``ewc_lambda`` scales the
-    penalty (the Fisher is a mean over examples, so its scale is per example); it needs tuning per
-    benchmark. The Fisher is computed ``batch_size`` examples at a time.
+    lr=0.01, momentum=0.0, weight_decay=0.0, augment=False, mask="seen", fisher_examples=None)``.
+    ``ewc_lambda`` scales the penalty (the Fisher is a mean over examples, so its scale is per
+    example); it needs tuning per benchmark. The Fisher is computed ``batch_size`` examples at a
+    time, over every training example of the experience, or over ``fisher_examples`` of them drawn
+    with the context's ``"fisher"`` key (van de Ven et al.'s ``fisher_n``: per-example gradients
+    cost about as much as an epoch of training).
     """
 
     version = "1"
 
     def __init__(self, input_shape: tuple[int, ...], device: str, n_classes: int, *, ewc_lambda: float = 100.0,
-                 **params) -> None:
+                 fisher_examples: int | None = None, **params) -> None:
         check_number("ewc_lambda", ewc_lambda)
+        if fisher_examples is not None:
+            check_number("fisher_examples", fisher_examples, low=1, integer=True)
         super().__init__(input_shape, device, n_classes, **params)
-        self.ewc_lambda = ewc_lambda
+        self.ewc_lambda, self.fisher_examples = ewc_lambda, fisher_examples
         self.fishers: list[dict[str, torch.Tensor]] = []  # one per past experience (online EWC: one in all)
         self.anchors: list[dict[str, torch.Tensor]] = []  # the parameters each Fisher was computed at
 
@@ -89,10 +95,19 @@ class EWC(SGDLearner):
                 total = total + (weight * (params[name] - anchor[name]).square()).sum()
         return self.ewc_lambda / 2 * total
 
-    def consolidate(self, data: ExperienceData) -> None:
+    def consolidate(self, data: ExperienceData, context: ContinualContext) -> None:
         """Append this experience's Fisher and the current parameters."""
-        self.fishers.append(empirical_fisher(self.model, data, self.output_mask, self.batch_size))
+        self.fishers.append(self.fisher(data, context))
         self.anchors.append(self.current_parameters())
+
+    def fisher(self, data: ExperienceData, context: ContinualContext) -> dict[str, torch.Tensor]:
+        """:func:`empirical_fisher` on ``data``, or on ``fisher_examples`` of its examples (the first
+        ones in the order :func:`permutation` gives with the context's ``"fisher"`` key)."""
+        if self.fisher_examples is not None and self.fisher_examples < len(data):
+            chosen = torch.from_numpy(permutation(len(data), context.key("fisher"))[:self.fisher_examples])
+            data = ExperienceData(data.images, data.labels, data.indices[chosen.to(data.indices.device)],
+                                  data.transform)
+        return empirical_fisher(self.model, data, self.output_mask, self.batch_size)
 
     def current_parameters(self) -> dict[str, torch.Tensor]:
         """A detached copy of the trainable parameters, by name."""
@@ -124,9 +139,9 @@ class OnlineEWC(EWC):
         super().__init__(input_shape, device, n_classes, **params)
         self.gamma = gamma
 
-    def consolidate(self, data: ExperienceData) -> None:
+    def consolidate(self, data: ExperienceData, context: ContinualContext) -> None:
         """Replace the running Fisher by ``gamma * F_old + F_new`` and the anchor by the current parameters."""
-        fisher = empirical_fisher(self.model, data, self.output_mask, self.batch_size)
+        fisher = self.fisher(data, context)
         if self.fishers:
             fisher = {name: self.gamma * old + fisher[name] for name, old in self.fishers[0].items()}
         self.fishers, self.anchors = [fisher], [self.current_parameters()]

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from protobench.continual.experience import ExperienceData
+from protobench.continual.learner import ContinualContext
 from protobench.continual.learners.training import SGDLearner, check_number
 
 
@@ -60,7 +61,7 @@ class LwF(SGDLearner):
             old = self.teacher(x)[:, :self.n_old]
         return loss + self.alpha * distillation_loss(logits[:, :self.n_old], old, self.temperature)
 
-    def consolidate(self, data: ExperienceData) -> None:
+    def consolidate(self, data: ExperienceData, context: ContinualContext) -> None:
         """Freeze a copy of the model as the next experiences' teacher."""
         self.teacher = self.frozen_copy()
         self.n_old = self.n_seen

@@ -152,7 +152,7 @@ class SGDLearner:
         """Train on ``experience.train`` (see the module docstring for masking), then consolidate."""
         self.see(experience.classes)
         record = self.fit(experience.train, experience.classes, context)
-        self.consolidate(experience.train)
+        self.consolidate(experience.train, context)
         return record
 
     def see(self, classes: Iterable[int]) -> None:
@@ -177,7 +177,7 @@ class SGDLearner:
         """Mean cross-entropy of the masked logits (``logits + output_mask``) against stream labels ``y``."""
         return F.cross_entropy(logits + self.output_mask, y)
 
-    def consolidate(self, data: ExperienceData) -> None:
+    def consolidate(self, data: ExperienceData, context: ContinualContext) -> None:
         """What to keep at the end of an experience trained on ``data`` (nothing, for fine-tuning)."""
 
     def predict(self, x: torch.Tensor, task_id: int | None = None) -> torch.Tensor:
