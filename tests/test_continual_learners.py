@@ -167,6 +167,16 @@ def test_output_mask_experience_trains_only_the_experience_columns():
     torch.testing.assert_close(learner.loss(logits, x, y), F.cross_entropy(logits[:, 2:4], y - 2))
 
 
+def test_output_mask_all_trains_every_column_like_avalanches_naive():
+    learner = build(FineTune, mask="all")
+    before = learner.model.head.bias.detach().clone()
+    train(learner, [0])
+    assert (learner.model.head.bias != before).all()  # unseen classes' columns are pushed down too
+    x, y = STREAM[0].train.take(slice(0, 10))
+    logits = learner.model(x)
+    torch.testing.assert_close(learner.loss(logits, x, y), F.cross_entropy(logits, y))
+
+
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize(("cls", "params"), LEARNERS)
 def test_training_leaves_the_global_generators_alone(cls, params, augment):

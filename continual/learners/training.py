@@ -12,7 +12,8 @@ Output masking. Labels are stream labels, so the classes seen after an experienc
 - ``mask="seen"`` (default): the columns of the classes seen so far, the current experience's
   included (columns of classes not seen yet get no gradient);
 - ``mask="experience"``: only the current experience's columns (the "labels trick": the old
-  classes' head rows get no gradient from the new data).
+  classes' head rows get no gradient from the new data);
+- ``mask="all"``: every column, seen or not (what Avalanche's ``Naive`` does).
 
 Masked columns get logit minus infinity before the softmax, so their probability and gradient are
 exactly zero (``weight_decay`` still shrinks their head rows).
@@ -39,7 +40,7 @@ from protobench.continual.experience import Experience, ExperienceData
 from protobench.continual.learner import ContinualContext
 from protobench.fewshot.counter_rng import role_key
 
-MASKS = ("seen", "experience")
+MASKS = ("seen", "experience", "all")
 PREDICT_BATCH = 1024  # rows per forward pass in predict
 
 
@@ -165,7 +166,7 @@ class SGDLearner:
 
     def fit(self, data: ExperienceData, classes: Iterable[int], context: ContinualContext) -> dict:
         """Set the output mask for ``classes`` and train the model on ``data`` with a new SGD optimiser."""
-        trained = range(self.n_seen) if self.mask == "seen" else list(classes)
+        trained = {"seen": range(self.n_seen), "experience": list(classes), "all": range(self.n_classes)}[self.mask]
         self.output_mask = torch.full((self.n_classes,), -math.inf, device=self.device)
         self.output_mask[list(trained)] = 0.0
         optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,
