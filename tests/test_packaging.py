@@ -160,3 +160,28 @@ def test_submit_outside_the_checkout(install, tiny_results):
     assert done.returncode == 2 and "--results-dir is required" in done.stderr, done.stderr
     assert list(empty.iterdir()) == []
     assert _snapshot(install.site) == before, "submit wrote inside the installed package"
+
+
+TINY_CONTINUAL_SUITE = """\
+name = "tiny-continual"
+kind = "continual"
+benchmarks = ["split-digits"]
+seeds = [0]
+
+[[methods]]
+label = "ft"
+method = "finetune"
+params = { epochs = 1 }
+"""
+
+
+def test_a_continual_suite_runs_from_the_install(install):
+    (install.work / "tiny-continual.toml").write_text(TINY_CONTINUAL_SUITE)
+    out = install.site.parent / "runs-continual"
+    done = install.python("-m", "protobench", "run", "tiny-continual.toml", "--out", str(out), "--quiet")
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    (path,) = out.glob("*.json")
+    result = json.loads(path.read_text())
+    assert result["kind"] == "continual" and len(result["evidence"]["accuracy_matrix"]) == 5
+    done = install.python("-m", "protobench", "validate", str(path))
+    assert done.returncode == 0, done.stdout
