@@ -209,8 +209,8 @@ def test_a_state_of_another_learner_is_refused():
 
 
 def test_invalid_parameters_are_refused():
-    with pytest.raises(ValueError, match="mask must be one of seen, experience"):
-        build(FineTune, mask="all")
+    with pytest.raises(ValueError, match="mask must be one of seen, experience, all"):
+        build(FineTune, mask="everything")
     with pytest.raises(ValueError, match="gamma must be a number >= 0.0 and <= 1.0"):
         build(OnlineEWC, gamma=1.5)
     with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
