@@ -238,16 +238,25 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from protobench.leaderboard.compare import compare_results
+    from protobench.leaderboard.compare import compare_continual, compare_results
     from protobench.leaderboard.validate import validate_file
 
-    for path in (args.a, args.b):
+    if args.against is None and len(args.files) != 2:
+        args.parser.error("give two files A.json B.json, or A files --against B files (continual, paired by seed)")
+    files_a, files_b = (args.files, args.against) if args.against is not None else (args.files[:1], args.files[1:])
+    for path in (*files_a, *files_b):
         problems = validate_file(path)
         if problems:
             print(f"{path} is not a valid result file:\n  " + "\n  ".join(problems), file=sys.stderr)
             return 1
+    results_a, results_b = ([json.loads(Path(path).read_text()) for path in files] for files in (files_a, files_b))
     try:
-        comparison = compare_results(json.loads(Path(args.a).read_text()), json.loads(Path(args.b).read_text()))
+        if all(r.get("kind") == "continual" for r in (*results_a, *results_b)):
+            _print_continual_comparison(compare_continual(results_a, results_b))
+            return 0
+        if len(results_a) != 1 or len(results_b) != 1:
+            raise ValueError("few-shot results compare one file against one")
+        comparison = compare_results(results_a[0], results_b[0])
     except ValueError as error:
         print(f"cannot compare: {error}", file=sys.stderr)
         return 1
@@ -259,6 +268,18 @@ def _cmd_compare(args) -> int:
           f"A - B over {c.n_episodes} identical episodes: {100 * c.difference:+.2f} +- {100 * c.ci95:.2f} points "
           f"(paired 95% CI; {verdict})")
     return 0
+
+
+def _print_continual_comparison(comparison) -> None:
+    """One line per metric: A's and B's means over seeds, the mean paired difference and its 95% t interval."""
+    print(f"A {comparison.method_a}\nB {comparison.method_b}\n"
+          f"paired over seeds {', '.join(map(str, comparison.seeds))} (identical streams); percent:")
+    print(f"{'metric':30s} {'A':>7s} {'B':>7s} {'A - B':>7s}  95% t interval of A - B")
+    for name in comparison.metrics:
+        mean_a, mean_b, difference, half_width = comparison.summary(name)
+        interval = "n/a (one seed)" if half_width != half_width else f"+- {100 * half_width:.2f}" + (
+            " (significant)" if abs(difference) > half_width else " (not significant)")
+        print(f"{name:30s} {100 * mean_a:7.2f} {100 * mean_b:7.2f} {100 * difference:+7.2f}  {interval}")
 
 
 def _results_dir(args) -> Path:
@@ -384,11 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
                                            "episodes (same episode digest: same benchmark, test setting and seed). "
                                            "Prints each method's mean accuracy with its 95% CI, then the paired "
                                            "difference A - B with its 95% CI and whether it is significant (the "
-                                           "interval excludes 0). Writes nothing. Exit 1 if a file is invalid or "
-                                           "the episodes differ.")
-    compare.add_argument("a", metavar="A.json")
-    compare.add_argument("b", metavar="B.json")
-    compare.set_defaults(handler=_cmd_compare)
+                                           "interval excludes 0). Continual results: `compare A1.json A2.json ... "
+                                           "--against B1.json B2.json ...` (one file per seed and side) pairs the "
+                                           "two configurations by seed on identical streams and prints each "
+                                           "metric's means, the mean difference A - B and its 95% t interval over "
+                                           "seeds. Writes nothing. Exit 1 if a file is invalid or the episodes "
+                                           "(streams) differ.")
+    compare.add_argument("files", nargs="+", metavar="A.json", help="A and B (few-shot), or the A side's files")
+    compare.add_argument("--against", nargs="+", metavar="B.json",
+                         help="the B side's files (continual results, one per seed)")
+    compare.set_defaults(handler=_cmd_compare, parser=compare)
 
     submit = verbs.add_parser("submit", help="validate result files and accept them into the leaderboard",
                               description="Validate each result FILE and copy it into the results folder under a "

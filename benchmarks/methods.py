@@ -9,6 +9,7 @@ from protobench.continual.learners.finetune import FineTune
 from protobench.continual.learners.joint import Joint
 from protobench.continual.learners.lwf import LwF
 from protobench.continual.learners.ncm import NearestClassMean
+from protobench.continual.learners.prd import PRD
 from protobench.fewshot.protonet import PrototypicalNetwork
 
 
@@ -26,6 +27,7 @@ register_method("ewc", kind="continual")(EWC)
 register_method("online-ewc", kind="continual")(OnlineEWC)
 register_method("lwf", kind="continual")(LwF)
 register_method("ncm", kind="continual")(NearestClassMean)
+register_method("prd", kind="continual")(PRD)
 register_method("avalanche-naive", kind="continual")(avalanche_naive)
 register_method("avalanche-ewc", kind="continual")(avalanche_ewc)
 register_method("avalanche-lwf", kind="continual")(avalanche_lwf)

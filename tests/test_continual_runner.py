@@ -171,3 +171,30 @@ def test_the_cli_runs_a_continual_suite_and_refuses_nproc(tmp_path, capsys):
     assert "split-digits class-incremental, 5 experiences" in page
     result = json.loads((tmp_path / "out" / "split-digits__ft__seed0.json").read_text())
     assert f"{100 * result['metrics']['average_accuracy']['value']:.2f}" in printed
+
+
+def test_compare_pairs_continual_configurations_by_seed(tmp_path, capsys):
+    extra = """
+[[methods]]
+label = "ft-slow"
+method = "finetune"
+params = { backbone = "mlp", epochs = 1, batch_size = 32, lr = 0.01 }
+"""
+    results = run(tmp_path / "out", suite_file(tmp_path, seeds="0, 1", extra=extra))
+    by_label = {label: sorted((r for r in results if r["method"]["configuration"] == label),
+                              key=lambda r: r["seeds"]["seed"]) for label in ("ft", "ft-slow")}
+    a, b = ([str(tmp_path / "out" / f"split-digits__{label}__seed{s}.json") for s in (0, 1)] for label in by_label)
+    assert main(["compare", *a, "--against", *b]) == 0
+    printed = capsys.readouterr().out
+    differences = [ra["metrics"]["average_accuracy"]["value"] - rb["metrics"]["average_accuracy"]["value"]
+                   for ra, rb in zip(by_label["ft"], by_label["ft-slow"], strict=True)]
+    half_width = 12.706 * np.std(differences, ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
+    line = next(line for line in printed.splitlines() if line.startswith("average_accuracy "))
+    assert f"{100 * np.mean(differences):+7.2f}" in line and f"+- {100 * half_width:.2f}" in line, printed
+    assert "paired over seeds 0, 1" in printed
+    assert main(["compare", a[0], "--against", *b]) == 1  # seed 1 lacks its partner
+    assert "different seeds" in capsys.readouterr().err
+    assert main(["compare", *a, "--against", a[0], b[0]]) == 1  # B mixes configurations
+    assert "mixes configurations" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", *a])  # three files or one without --against: a usage error
