@@ -10,7 +10,16 @@ from protobench.continual.learners.joint import Joint
 from protobench.continual.learners.lwf import LwF
 from protobench.continual.learners.ncm import NearestClassMean
 from protobench.continual.learners.prd import PRD
+from protobench.fewshot.encoders import DEFAULT_PROMPT
 from protobench.fewshot.protonet import PrototypicalNetwork
+from protobench.fewshot.vl_learners import (
+    OFFLINE_ENCODER,
+    ProtoCLIPLearner,
+    ProtoNetFrozenLearner,
+    TipAdapterLearner,
+    ZeroShotTextLearner,
+    build_encoders,
+)
 
 
 @register_method("protonet")
@@ -18,6 +27,51 @@ def protonet(input_shape: tuple[int, ...], device: str, lr: float = 1e-3, lr_ste
              lr_gamma: float = 0.5) -> PrototypicalNetwork:
     """Prototypical Networks with a Conv-4 backbone (Snell et al. 2017), trained episodically."""
     return PrototypicalNetwork(in_channels=input_shape[0], device=device, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma)
+
+
+
+# --- training-free learners on a frozen encoder pair (protobench.fewshot.vl_learners) ----------------
+# encoder: "offline-efficientnet-minilm" (EfficientNet-Lite0 + MiniLM ridge map, not CLIP; ridge and
+# resolution apply to it) or "open_clip:<model>:<pretrained>". alpha and beta have no default: a suite
+# gives the values chosen on validation classes (docs/protoclip_val_search.py) and says so in chosen_on.
+
+@register_method("proto-clip")
+def proto_clip(input_shape: tuple[int, ...], device: str, alpha: float, beta: float,
+               encoder: str = OFFLINE_ENCODER, prompt: str = DEFAULT_PROMPT, ridge: float | None = None,
+               resolution: int | None = None) -> ProtoCLIPLearner:
+    """Training-free Proto-CLIP (Palanisamy et al. 2024): image prototypes of the support fused with text
+    prototypes of the class names, alpha softmax(-beta d_img) + (1 - alpha) softmax(-beta d_txt)."""
+    built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
+    return ProtoCLIPLearner(built.pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=built.pretraining,
+                            text_held_out=built.text_held_out)
+
+
+@register_method("zero-shot-text")
+def zero_shot_text(input_shape: tuple[int, ...], device: str, encoder: str = OFFLINE_ENCODER,
+                   prompt: str = DEFAULT_PROMPT, ridge: float | None = None,
+                   resolution: int | None = None) -> ZeroShotTextLearner:
+    """Zero-shot classification by text prototypes of the class names alone (zero-shot CLIP on a CLIP pair)."""
+    built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
+    return ZeroShotTextLearner(built.pair, prompt=prompt, pretraining=built.pretraining,
+                               text_held_out=built.text_held_out)
+
+
+@register_method("tip-adapter")
+def tip_adapter(input_shape: tuple[int, ...], device: str, alpha: float, beta: float,
+                encoder: str = OFFLINE_ENCODER, prompt: str = DEFAULT_PROMPT, ridge: float | None = None,
+                resolution: int | None = None) -> TipAdapterLearner:
+    """Training-free Tip-Adapter (Zhang et al. 2022): zero-shot text logits plus a cache model of the support."""
+    built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
+    return TipAdapterLearner(built.pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=built.pretraining,
+                             text_held_out=built.text_held_out)
+
+
+@register_method("protonet-frozen")
+def protonet_frozen(input_shape: tuple[int, ...], device: str, encoder: str = OFFLINE_ENCODER,
+                    resolution: int | None = None) -> ProtoNetFrozenLearner:
+    """Prototypical Networks' nearest mean (squared Euclidean) on a frozen pretrained encoder's image features."""
+    built = build_encoders(encoder, device=device, resolution=resolution, text=False)
+    return ProtoNetFrozenLearner(built.pair.image, pretraining=built.image_pretraining)
 
 
 # --- continual learners: factories take (input_shape, device, n_classes, **params) -----------------

@@ -197,4 +197,4 @@ params = { backbone = "mlp", epochs = 1, batch_size = 32, lr = 0.01 }
     assert main(["compare", *a, "--against", a[0], b[0]]) == 1  # B mixes configurations
     assert "mixes configurations" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["compare", *a])  # three files or one without --against: a usage error
+        main(["compare", *a, b[0]])  # three files without --against: a usage error

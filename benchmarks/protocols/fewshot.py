@@ -4,7 +4,8 @@ on the test episodes, and the few-shot result body.
 Suite keys of a ``[[methods]]`` entry: ``label`` (unique in the suite; defaults to ``method``),
 ``method`` (a registered name), ``params`` (passed to the method's factory), ``train`` (episode
 setting, ``episodes``, optional ``checkpoint_every``), ``val`` (episode setting, ``episodes``,
-``every``) and ``tests`` (episode settings with ``episodes``). An episode setting is fixed
+``every``), ``tests`` (episode settings with ``episodes``) and ``chosen_on`` (optional free text,
+recorded in the result's ``training.chosen_on``: where the params were chosen). An episode setting is fixed
 (``n_way``, ``n_shot``, ``n_query``) or, with ``kind = "variable"``, a Meta-Dataset
 :class:`~protobench.fewshot.episodes.VariableEpisodeSpec` (its fields optional).
 
@@ -53,7 +54,8 @@ EVAL_CHUNK = 64  # episodes scored per batched call; shards are aligned to it
 FIXED_KEYS = ("n_way", "n_shot", "n_query")
 VARIABLE_KEYS = ("min_way", "max_way", "max_query", "max_support", "max_support_per_class")
 SETTING_KEYS = ("kind", *FIXED_KEYS, *VARIABLE_KEYS, "episodes")
-ENTRY_KEYS = ("label", "method", "params", "train", "val", "retrain", "tests")
+ENTRY_KEYS = ("label", "method", "params", "train", "val", "retrain", "tests", "chosen_on")
+MAX_CHOSEN_ON = 256  # characters
 TRAIN_OPTIONS = {"checkpoint_every": 100}
 VAL_OPTIONS = {"every": 500}
 
@@ -107,6 +109,7 @@ class FewShotEntry:
     val: EpisodeSetting | None
     tests: tuple[EpisodeSetting, ...]
     retrain: str | None = None  # stage 2: retrain on this split for the episode count chosen on val
+    chosen_on: str | None = None  # where the params were chosen (free text for the result)
 
     def recorded_params(self) -> dict:
         """The params a result records: the factory's, the training and validation settings, and
@@ -154,12 +157,16 @@ class FewShotProtocol:
             raise ValueError(f"{where}.retrain: a split name (such as \"trainval\"), with train and val settings: "
                              "stage 1 trains on train and chooses the episode count on val, stage 2 retrains "
                              "on this split for that count")
+        chosen_on = table.get("chosen_on")
+        if chosen_on is not None and (not isinstance(chosen_on, str) or not 0 < len(chosen_on) <= MAX_CHOSEN_ON):
+            raise ValueError(f"{where}.chosen_on: expected a short text (at most {MAX_CHOSEN_ON} characters) saying "
+                             "where the params were chosen")
         return FewShotEntry(
             label=label, method=table["method"], params=dict(params),
             train=EpisodeSetting.from_table(table["train"], f"{where}.train", TRAIN_OPTIONS) if "train" in table
             else None,
             val=EpisodeSetting.from_table(table["val"], f"{where}.val", VAL_OPTIONS) if "val" in table else None,
-            tests=tests, retrain=retrain)
+            tests=tests, retrain=retrain, chosen_on=chosen_on)
 
     def untrained_entry(self, name: str, suite) -> FewShotEntry:
         """A registered method the suite does not list, run untrained on the suite's tests."""
@@ -412,6 +419,17 @@ def fewshot_result(*, unit: Unit, output: Output, benchmark, learner, sampler: E
             "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.startswith("cuda") else None,
             "processes": world()[1],
         },
-        "training": {k: v for k, v in training.items() if k not in ("episodes", "train_seconds")},
+        "training": training_section(training, entry.chosen_on),
         "environment": environment(device),
     }
+
+
+def training_section(training: dict, chosen_on: str | None) -> dict:
+    """The result's ``training``: the training record less what ``budget`` holds, with the entry's
+    ``chosen_on`` when it has one (after a retrain, whose record says the episode count was chosen on
+    val, both: ``"<entry's text>; episode count chosen on val"``)."""
+    section = {k: v for k, v in training.items() if k not in ("episodes", "train_seconds")}
+    if chosen_on is not None:
+        section["chosen_on"] = chosen_on if "chosen_on" not in section \
+            else f"{chosen_on}; episode count chosen on {section['chosen_on']}"
+    return section
