@@ -104,5 +104,7 @@ def method_record(name: str, label: str, params: dict, learner: Described) -> di
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as indented JSON to ``path`` with :func:`protobench.fewshot.atomic.write_atomic`."""
-    write_atomic(path, lambda stream: stream.write((json.dumps(payload, indent=1) + "\n").encode("utf-8")))
+    """Write ``payload`` as indented JSON to ``path`` with :func:`protobench.fewshot.atomic.write_atomic`;
+    ValueError (nothing written) when it holds a NaN or an infinity, which JSON cannot represent."""
+    text = json.dumps(payload, indent=1, allow_nan=False)
+    write_atomic(path, lambda stream: stream.write((text + "\n").encode("utf-8")))

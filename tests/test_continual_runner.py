@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,24 @@ params = { backbone = "mlp", epochs = 1, batch_size = 32, lr = 0.01 }
     assert "mixes configurations" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare", *a, b[0]])  # three files without --against: a usage error
+
+
+class DivergingFineTune(FineTune):
+    """Fine-tuning whose record reports a NaN loss (a diverged run) from the second experience on."""
+
+    def train_experience(self, experience, context):
+        record = super().train_experience(experience, context)
+        return {**record, "loss": math.nan, "curve": [1.0, math.inf]} if experience.index >= 1 else record
+
+
+register_method("diverging-finetune", kind="continual")(DivergingFineTune)
+
+
+def test_a_diverged_loss_is_recorded_as_null_and_the_file_stays_valid(tmp_path):
+    (result,) = run(tmp_path / "out", suite_file(tmp_path, method="diverging-finetune"))
+    (path,) = (tmp_path / "out").glob("*.json")
+    assert validate_file(path) == [] and "NaN" not in path.read_text()
+    first, second = result["training"]["experiences"][:2]
+    assert isinstance(first["loss"], float) and "non_finite" not in first
+    assert second["loss"] is None and second["curve"] == [1.0, None]
+    assert second["non_finite"] == ["loss", "curve[1]"]

@@ -30,6 +30,7 @@ every class of the stream.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,6 +91,27 @@ class ContinualOutput:
 def unit_keys(unit: Unit) -> dict[str, int]:
     """The root seed and the key of each role a continual unit uses (recorded as ``seeds``)."""
     return {"seed": unit.seed, **{field: role_key(role, unit.seed) for field, role in KEY_ROLES.items()}}
+
+
+def finite_record(record: dict) -> tuple[dict, list[str]]:
+    """A learner's training record with every non-finite float (a diverged loss) replaced by None, and the
+    names of the fields replaced (listed under ``non_finite`` in the record, which then stays valid JSON)."""
+    replaced: list[str] = []
+
+    def clean(value, name: str):
+        if isinstance(value, float) and not math.isfinite(value):
+            replaced.append(name)
+            return None
+        if isinstance(value, dict):
+            return {key: clean(item, f"{name}.{key}" if name else str(key)) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(item, f"{name}[{i}]") for i, item in enumerate(value)]
+        return value
+
+    cleaned = clean(record, "")
+    if replaced:
+        cleaned["non_finite"] = replaced
+    return cleaned, replaced
 
 
 class ContinualProtocol:
@@ -219,6 +241,10 @@ class ContinualProtocol:
             if stream.task_aware:
                 progress["task_aware_rows"].append(self._score(learner, stream, seen="task", run=run))
             progress["eval_seconds"] += time.perf_counter() - started
+            record, non_finite = finite_record(record)
+            if non_finite:
+                run.say(f"{unit.name}: experience {experience.index + 1}: training diverged ({', '.join(non_finite)} "
+                        "not finite, recorded as null); lower lr or the penalty's weight")
             progress["records"].append(record)
             progress["done"] = experience.index + 1
             if progress["done"] < len(stream):
