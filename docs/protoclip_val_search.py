@@ -1,0 +1,127 @@
+"""Choose Proto-CLIP's and Tip-Adapter's (alpha, beta) on mini-ImageNet's validation classes, never on test.
+
+For each shot setting it samples ``--episodes`` 5-way episodes of the Ravi **val** split with the
+project's EpisodeSampler, keyed ``role_key("val", seed)`` (the key a suite's validation episodes of
+that seed use), encodes their images with the suite's encoder, and runs both grid searches on the
+same episodes (:func:`protobench.fewshot.vl_learners.choose_alpha_beta`: Proto-CLIP's grid alpha
+0..1 x beta 0.1..20, Tip-Adapter's beta 0.1..7 x alpha 0.1..3). It prints each pick with the
+``params`` and ``chosen_on`` lines to paste into ``benchmarks/suites/protoclip-mini-imagenet.toml``,
+and writes them as JSON.
+
+Run (the data under $PROTOBENCH_DATA/mini-imagenet; extra ``pretrained`` for the offline pair)::
+
+    PROTOBENCH_DATA=/path/to/data python docs/protoclip_val_search.py --out docs/protoclip-val-search.json
+
+A smoke check: add ``--episodes 5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from protobench.fewshot.counter_rng import role_key
+from protobench.fewshot.datasets import load_mini_imagenet
+from protobench.fewshot.encoders import DEFAULT_PROMPT, DEFAULT_RIDGE, mini_imagenet_held_out_synsets
+from protobench.fewshot.episodes import EpisodeSpec
+from protobench.fewshot.tip_adapter import tip_grid
+from protobench.fewshot.vl_learners import (
+    MINI_IMAGENET_HELD_OUT,
+    OFFLINE_ENCODER,
+    OFFLINE_RESOLUTION,
+    ZeroShotTextLearner,
+    build_encoders,
+    choose_alpha_beta,
+)
+
+
+def toml_value(value) -> str:
+    return json.dumps(value)  # a TOML basic string, number or boolean is written as in JSON
+
+
+def suite_lines(encoder_params: dict, pick: dict, what: str, grid: str, search: dict, seed: int) -> list[str]:
+    """The ``params`` and ``chosen_on`` lines of one suite entry (alpha and beta rounded to 10 decimals,
+    which drops the grid's float noise, 1.5490000000000002 -> 1.549)."""
+    params = {**encoder_params, "alpha": round(pick["alpha"], 10), "beta": round(pick["beta"], 10)}
+    chosen_on = (f"val: {grid} on {search['episodes']} mini-ImageNet val episodes {search['protocol']}, key "
+                 f"role_key('val', {seed}), digest {search['digest'][:12]}; val accuracy {pick['val_accuracy']:.4f}")
+    return [f"# {what}, {search['protocol']}",
+            "params = { " + ", ".join(f"{k} = {toml_value(v)}" for k, v in params.items()) + " }",
+            f"chosen_on = {toml_value(chosen_on)}"]
+
+
+def on_edge(search) -> bool:
+    """Whether a Tip-Adapter pick is the largest alpha or beta of its grid (a wider grid might do better)."""
+    return search.alpha == max(search.alphas) or search.beta == max(search.betas)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", type=Path, default=os.environ.get("PROTOBENCH_DATA"),
+                        help="folder holding mini-imagenet/ (default: $PROTOBENCH_DATA)")
+    parser.add_argument("--encoder", default=OFFLINE_ENCODER)
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+    parser.add_argument("--ridge", type=float, default=None, help="offline pair only (default 1)")
+    parser.add_argument("--resolution", type=int, default=None, help="offline pair only (default 224)")
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--ways", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=15)
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0, help="the suite's seed; episodes use role_key('val', seed)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tip-scale", type=float, nargs=2, default=(7.0, 3.0), metavar=("BETA", "ALPHA"),
+                        help="Tip-Adapter's grid: beta and alpha from 0.1 towards these (its code's 7 and 3)")
+    parser.add_argument("--tip-steps", type=int, nargs=2, default=(200, 20), metavar=("BETA", "ALPHA"))
+    parser.add_argument("--out", type=Path, default=Path("protoclip-val-search.json"))
+    args = parser.parse_args(argv)
+    if args.data_root is None:
+        parser.error("give --data-root or set $PROTOBENCH_DATA (a folder holding mini-imagenet/)")
+    root = Path(args.data_root) / "mini-imagenet"
+    if sorted(mini_imagenet_held_out_synsets(root)) != sorted(MINI_IMAGENET_HELD_OUT):
+        print(f"{root}: its val/test classes are not vl_learners.MINI_IMAGENET_HELD_OUT, the classes the offline "
+              "text map holds out", file=sys.stderr)
+        return 1
+    if args.encoder == OFFLINE_ENCODER:  # explicit, as the suite gives them
+        args.ridge = DEFAULT_RIDGE if args.ridge is None else args.ridge
+        args.resolution = OFFLINE_RESOLUTION if args.resolution is None else args.resolution
+    built = build_encoders(args.encoder, device=args.device, prompt=args.prompt, ridge=args.ridge,
+                           resolution=args.resolution)
+    learner = ZeroShotTextLearner(built.pair, prompt=args.prompt, text_held_out=built.text_held_out)
+    source = load_mini_imagenet(root, "val")
+    key = role_key("val", args.seed)
+    encoder_params = {"encoder": args.encoder, "prompt": args.prompt}
+    encoder_params |= {name: value for name in ("ridge", "resolution") if (value := getattr(args, name)) is not None}
+    report = {"encoder": args.encoder, "encoder_name": built.pair.name, "is_clip": built.pair.is_clip,
+              "params": encoder_params, "seed": args.seed, "val_key": key, "searches": []}
+    tip_betas, tip_alphas = tip_grid(tuple(args.tip_scale), tuple(args.tip_steps))
+    widened = "" if tuple(args.tip_scale) == (7.0, 3.0) and tuple(args.tip_steps) == (200, 20) else "widened "
+    tip_grid_text = (f"Tip-Adapter code's grid {widened}(beta 0.1-{args.tip_scale[0]:g} x alpha "
+                     f"0.1-{args.tip_scale[1]:g})")
+    for shot in args.shots:
+        spec = EpisodeSpec(args.ways, shot, args.queries)
+        print(f"{spec.key}: encoding and searching {args.episodes} val episodes ...", flush=True)
+        found = choose_alpha_beta(learner, source, spec, seed=key, n_episodes=args.episodes, tip_betas=tip_betas,
+                                  tip_alphas=tip_alphas)
+        search = found.to_dict()
+        report["searches"].append(search)
+        for what, grid, pick in (("proto-clip", "Proto-CLIP code's grid (alpha 0-1 x beta 0.1-20)",
+                                  search["proto_clip"]),
+                                 ("tip-adapter", tip_grid_text, search["tip_adapter"])):
+            print(f"  {what}: alpha {pick['alpha']:g}, beta {pick['beta']:g}, val accuracy "
+                  f"{100 * pick['val_accuracy']:.2f} %")
+            if what == "tip-adapter" and on_edge(found.tip_adapter):
+                print("    warning: the tip-adapter pick lies on the edge of its grid, which was made for CLIP's logit "
+                      "scale; widen it (--tip-scale) and search again", file=sys.stderr)
+            print("\n".join("    " + line for line in suite_lines(encoder_params, pick, what, grid, search,
+                                                                     args.seed)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
