@@ -5,7 +5,7 @@ project's EpisodeSampler, keyed ``role_key("val", seed)`` (the key a suite's val
 that seed use), encodes their images with the suite's encoder, and runs both grid searches on the
 same episodes (:func:`protobench.fewshot.vl_learners.choose_alpha_beta`: Proto-CLIP's grid alpha
 0..1 x beta 0.1..20, Tip-Adapter's beta 0.1..7 x alpha 0.1..3). It prints each pick with the
-``params`` and ``chosen_on`` lines to paste into ``benchmarks/suites/protoclip-mini-imagenet.toml``,
+``params`` and ``chosen_on`` lines to paste into ``docs/drafts/protoclip-mini-imagenet.toml``,
 and writes them as JSON.
 
 Run (the data under $PROTOBENCH_DATA/mini-imagenet; extra ``pretrained`` for the offline pair)::
