@@ -49,7 +49,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from protobench.fewshot.atomic import write_atomic
-from protobench.leaderboard.continual_board import HEADINGS, METRICS, ContinualTable, continual_tables, percent_summary
+from protobench.leaderboard.continual_board import (
+    HEADINGS,
+    METRICS,
+    ContinualTable,
+    continual_markdown,
+    continual_tables,
+    percent_summary,
+)
 from protobench.leaderboard.identity import configuration_of
 from protobench.leaderboard.ranking import (
     TIE_RULE,
@@ -533,7 +540,8 @@ def build_site_report(results_folder: str | Path, out_dir: str | Path, generated
     out.mkdir(parents=True, exist_ok=True)
     board = leaderboard_table(results)
     page, problems = render_page(results, generated, board, skipped)
-    _write_text(out / "leaderboard.md", markdown(board))
+    continual, _ = continual_tables(r for r in results if r.get("kind") == "continual")
+    _write_text(out / "leaderboard.md", markdown(board) + ("\n" + continual_markdown(continual) if continual else ""))
     _write_text(out / "index.html", page)
     return Site(index=out / "index.html", markdown=out / "leaderboard.md", n_results=len(results), skipped=problems)
 

@@ -170,6 +170,8 @@ def test_the_cli_runs_a_continual_suite_and_refuses_nproc(tmp_path, capsys):
     assert "task-aware A %" in printed and "split-digits" in printed
     page = (tmp_path / "out" / "site" / "index.html").read_text()
     assert "split-digits class-incremental, 5 experiences" in page
+    table = (tmp_path / "out" / "site" / "leaderboard.md").read_text()  # the continual table in Markdown too
+    assert "### split-digits: class-incremental, 5 experiences" in table and "| ft | finetune |" in table
     result = json.loads((tmp_path / "out" / "split-digits__ft__seed0.json").read_text())
     assert f"{100 * result['metrics']['average_accuracy']['value']:.2f}" in printed
 
