@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -277,7 +278,7 @@ def _print_continual_comparison(comparison) -> None:
     print(f"{'metric':30s} {'A':>7s} {'B':>7s} {'A - B':>7s}  95% t interval of A - B")
     for name in comparison.metrics:
         mean_a, mean_b, difference, half_width = comparison.summary(name)
-        interval = "n/a (one seed)" if half_width != half_width else f"+- {100 * half_width:.2f}" + (
+        interval = "n/a (one seed)" if math.isnan(half_width) else f"+- {100 * half_width:.2f}" + (
             " (significant)" if abs(difference) > half_width else " (not significant)")
         print(f"{name:30s} {100 * mean_a:7.2f} {100 * mean_b:7.2f} {100 * difference:+7.2f}  {interval}")
 

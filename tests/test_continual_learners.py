@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import toy_class_incremental_stream
 
 from protobench.continual.backbones import build_backbone
 from protobench.continual.experience import Experience, ExperienceData, Stream, permutation
@@ -28,35 +29,17 @@ LEARNERS = [(FineTune, {}), (Joint, {}), (EWC, {"ewc_lambda": 10.0}), (OnlineEWC
             (LwF, {"alpha": 1.0, "temperature": 2.0})]
 
 
-@pytest.fixture(autouse=True)
-def forked_rng_one_thread():
-    """Initial weights come from the global generator: seed it inside a fork, leaving it as it was.
-    One thread: the toy models are too small for more to help on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def toy_stream(seed: int = 0) -> Stream:
     """Six Gaussian blobs in 16 dimensions as (1, 4, 4) images (class c centred at 3 on pixel c, 0 elsewhere,
     noise 0.3), split class-incrementally into three experiences of two classes; stream label = class."""
     generator = torch.Generator().manual_seed(seed)
-    per_class = TRAIN_PER_CLASS + TEST_PER_CLASS
-    labels = torch.arange(N_CLASSES).repeat_interleave(per_class)
+    labels = torch.arange(N_CLASSES).repeat_interleave(TRAIN_PER_CLASS + TEST_PER_CLASS)
     centres = 3.0 * torch.eye(16)[:N_CLASSES]
     images = (centres[labels] + 0.3 * torch.randn(len(labels), 16, generator=generator)).reshape(-1, *SHAPE)
-    is_train = (torch.arange(len(labels)) % per_class) < TRAIN_PER_CLASS
-    experiences = []
-    for index in range(3):
-        classes = (2 * index, 2 * index + 1)
-        rows = (labels == classes[0]) | (labels == classes[1])
-        train, test = (ExperienceData(images, labels, torch.nonzero(rows & split).flatten())
-                       for split in (is_train, ~is_train))
-        experiences.append(Experience(index, index, classes, train, test))
-    return Stream("toy", "class-incremental", tuple(experiences), N_CLASSES, SHAPE, ((0, 1), (2, 3), (4, 5)), seed)
+    return toy_class_incremental_stream(images, labels, TRAIN_PER_CLASS, seed)
 
 
 STREAM = toy_stream()

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import toy_class_incremental_stream
 
 from protobench.benchmarks.runner import check_suite, run_suite
 from protobench.benchmarks.suite import load_suite
 from protobench.continual.augment import random_crop_flip
-from protobench.continual.experience import Experience, ExperienceData, Stream
+from protobench.continual.experience import Experience, Stream
 from protobench.continual.learner import ContinualContext, ContinualLearner
 from protobench.continual.learners.finetune import FineTune
 from protobench.continual.learners.prd import PRD, augment_view, jitter_colour
@@ -33,35 +34,17 @@ FAST = {"epochs": 2, "batch_size": 16, "projection_hidden": 32, "projection_dim"
         "lr": 0.01, "prototype_lr": 0.1}
 
 
-@pytest.fixture(autouse=True)
-def forked_rng_one_thread():
-    """Initial weights come from the global generator: seed it inside a fork, leaving it as it was.
-    One thread: the toy models are too small for more to help on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def toy_stream(seed: int = 0) -> Stream:
     """Six classes of (3, 6, 6) images in [0, 1] (a random pattern per class plus noise 0.1), split
     class-incrementally into three experiences of two classes; stream label = class."""
     generator = torch.Generator().manual_seed(seed)
-    per_class = TRAIN_PER_CLASS + TEST_PER_CLASS
-    labels = torch.arange(N_CLASSES).repeat_interleave(per_class)
+    labels = torch.arange(N_CLASSES).repeat_interleave(TRAIN_PER_CLASS + TEST_PER_CLASS)
     patterns = torch.rand(N_CLASSES, *SHAPE, generator=generator)
     images = (patterns[labels] + 0.1 * torch.randn(len(labels), *SHAPE, generator=generator)).clamp(0, 1)
-    is_train = (torch.arange(len(labels)) % per_class) < TRAIN_PER_CLASS
-    experiences = []
-    for index in range(3):
-        classes = (2 * index, 2 * index + 1)
-        rows = (labels == classes[0]) | (labels == classes[1])
-        train, test = (ExperienceData(images, labels, torch.nonzero(rows & split).flatten())
-                       for split in (is_train, ~is_train))
-        experiences.append(Experience(index, index, classes, train, test))
-    return Stream("toy", "class-incremental", tuple(experiences), N_CLASSES, SHAPE, ((0, 1), (2, 3), (4, 5)), seed)
+    return toy_class_incremental_stream(images, labels, TRAIN_PER_CLASS, seed)
 
 
 STREAM = toy_stream()
