@@ -21,6 +21,7 @@ loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from protobench.benchmarks.protocols import protocol_for
 from protobench.benchmarks.registry import get_benchmark
 from protobench.benchmarks.results import write_json_atomic
 from protobench.benchmarks.suite import Suite
+from protobench.fewshot.encoders import FeatureCache
 from protobench.fewshot.training import CheckpointError, load_torch, save_atomic
 from protobench.leaderboard.validate import validate_file
 
@@ -75,6 +77,9 @@ class Checkpoints:
         return saved["model"], saved["training"]
 
 
+FEATURE_CACHE_FOLDER = "feature-cache"
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What the runner hands a protocol: output folder, device, thread count, progress."""
@@ -89,6 +94,12 @@ class RunContext:
         if self.device.startswith("cuda"):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @functools.cached_property
+    def feature_cache(self) -> FeatureCache:
+        """Frozen image encoders' features for this run's units, stored under ``OUT/feature-cache``
+        (:mod:`protobench.fewshot.feature_store`), so later runs, seeds and shots reuse them."""
+        return FeatureCache(self.out_dir / FEATURE_CACHE_FOLDER)
 
     def checkpoints(self, unit_name: str, training_hash: str) -> Checkpoints:
         stem = f"{unit_name}__{training_hash.removeprefix('sha256:')[:12]}"

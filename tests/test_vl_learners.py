@@ -46,6 +46,7 @@ class TinyImage:
 
     name = "tiny-image"
     feature_dim = DIM
+    fingerprint = "tiny-image: seed-0 projection"  # no torch module to hash: the feature store needs this
 
     def __init__(self) -> None:
         self.weight = torch.randn(12, DIM, generator=torch.Generator().manual_seed(0))
@@ -338,7 +339,8 @@ def test_a_suite_on_the_omniglot_subset_writes_valid_paired_results(tiny_methods
     assert proto["training"]["chosen_on"] == "val: a test" and proto["method"]["params"]["alpha"] == 0.5
     assert "chosen_on" not in next(r for r in results if r["method"]["name"] == "test-tiny-zero-shot")["training"]
     test_source = load_omniglot_subset("test")
-    assert PAIR["pair"].image.encoded <= len(test_source)  # one shared cache: the four units encode once
+    assert 0 < PAIR["pair"].image.encoded <= len(test_source)  # one shared cache: the four units encode once
+    assert list((tmp_path / "out" / "feature-cache").rglob("*.safetensors"))
     names = set(test_source.class_names)
     assert PAIR["pair"].text.seen and all(t.startswith("a photo of a ") and t[13:-1].replace(" ", "_") in names
                                           for t in PAIR["pair"].text.seen)
@@ -362,3 +364,15 @@ def test_training_section_records_chosen_on_beside_a_retrain_choice():
     assert training_section(record, "val: grid")["chosen_on"] == "val: grid"
     retrained = {**record, "chosen_on": "val", "stage": "retrain"}
     assert training_section(retrained, "val: grid")["chosen_on"] == "val: grid; episode count chosen on val"
+
+
+def test_a_later_run_reads_the_stored_features_instead_of_encoding(tiny_methods, tmp_path):
+    path = tmp_path / "tiny-vl.toml"
+    path.write_text(SUITE)
+    first = run_suite(load_suite(path), out_dir=tmp_path / "out", data_root=None, device="cpu", progress=False)
+    for file in (tmp_path / "out").glob("*.json"):
+        file.unlink()
+    PAIR.update(pair=tiny_pair(), cache=FeatureCache())  # a new encoder object and an empty memory cache
+    again = run_suite(load_suite(path), out_dir=tmp_path / "out", data_root=None, device="cpu", progress=False)
+    assert PAIR["pair"].image.encoded == 0
+    assert [r["evidence"] for r in again] == [r["evidence"] for r in first]

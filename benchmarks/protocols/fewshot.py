@@ -39,6 +39,7 @@ from protobench.benchmarks.results import (
     write_json_atomic,
 )
 from protobench.benchmarks.suite import Unit, check_keys
+from protobench.fewshot.encoders import FeatureCache
 from protobench.fewshot.episodes import EpisodeSpec, VariableEpisodeSpec
 from protobench.fewshot.evaluation import class_names_of, embed_source, evaluate, evaluate_cached, evaluate_per_episode
 from protobench.fewshot.learner import EmbeddingLearner, TrainableLearner
@@ -381,10 +382,14 @@ class FewShotProtocol:
 
     @staticmethod
     def _build(unit: Unit, data, run: RunContext) -> Any:
-        """The unit's learner as its method's factory makes it, initialised with the ``init`` key."""
+        """The unit's learner as its method's factory makes it, initialised with the ``init`` key; a
+        learner with an in-memory :class:`FeatureCache` (``cache``) gets the run's stored one instead."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(unit.keys["init"])
-            return build_method(unit.entry.method, data.input_shape, run.device, **unit.entry.params)
+            learner = build_method(unit.entry.method, data.input_shape, run.device, **unit.entry.params)
+        if isinstance(getattr(learner, "cache", None), FeatureCache) and learner.cache.directory is None:
+            learner.cache = run.feature_cache  # frozen image features: stored in the output folder
+        return learner
 
     @staticmethod
     def _validator(data, setting: EpisodeSetting | None, key: int):
