@@ -14,6 +14,7 @@ from protobench.fewshot.encoders import DEFAULT_PROMPT
 from protobench.fewshot.protonet import PrototypicalNetwork
 from protobench.fewshot.vl_learners import (
     OFFLINE_ENCODER,
+    ProtoCLIPFLearner,
     ProtoCLIPLearner,
     ProtoNetFrozenLearner,
     TipAdapterLearner,
@@ -44,6 +45,18 @@ def proto_clip(input_shape: tuple[int, ...], device: str, alpha: float, beta: fl
     built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
     return ProtoCLIPLearner(built.pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=built.pretraining,
                             text_held_out=built.text_held_out)
+
+
+@register_method("proto-clip-f")
+def proto_clip_f(input_shape: tuple[int, ...], device: str, alpha: float, beta: float, adapter: str | None = "fc",
+                 epochs: int = 20, lr: float = 1e-4, train_text_memory: bool = True, encoder: str = OFFLINE_ENCODER,
+                 prompt: str = DEFAULT_PROMPT, ridge: float | None = None,
+                 resolution: int | None = None) -> ProtoCLIPFLearner:
+    """Proto-CLIP-F: Proto-CLIP with its memories and an adapter fine-tuned on each episode's support."""
+    built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
+    return ProtoCLIPFLearner(built.pair, alpha=alpha, beta=beta, adapter=adapter, epochs=epochs, lr=lr,
+                             train_text_memory=train_text_memory, prompt=prompt, pretraining=built.pretraining,
+                             text_held_out=built.text_held_out)
 
 
 @register_method("zero-shot-text")

@@ -8,6 +8,7 @@ process-wide :data:`FEATURES`, so the units of one run encode each image once), 
 a batch of episodes from them. With support features s, query features q and text prototypes T (the
 normalised text features of ``prompt`` filled with each episode class's name):
 
+- :class:`ProtoCLIPFLearner`: the same scores after fine-tuning memories and adapter per episode;
 - :class:`ProtoCLIPLearner`: log p, p = alpha softmax(-beta ||q - c_img||^2) + (1 - alpha)
   softmax(-beta ||q - T||^2), c_img the re-normalised means of the normalised support
   (:func:`protobench.fewshot.protoclip.episode_log_probabilities`);
@@ -37,6 +38,7 @@ episode; one prompt, not a template ensemble.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -59,9 +61,13 @@ from protobench.fewshot.episodes import EpisodeSpec
 from protobench.fewshot.evaluation import class_names_of, stack_images
 from protobench.fewshot.learner import EpisodeTask, TaskBatch
 from protobench.fewshot.protoclip import (
+    ADAPTERS,
     AlphaBetaSearch,
+    ProtoCLIPModel,
     class_prototypes,
     episode_log_probabilities,
+    fine_tune,
+    log_probabilities,
     search_alpha_beta,
 )
 from protobench.fewshot.protonet import prototype_logits
@@ -223,6 +229,64 @@ class ProtoCLIPLearner(VisionLanguageLearner):
         text = self.text.of_task(task, "proto-clip").to(support.device)
         return episode_log_probabilities(support.float(), support_labels.long(), query.float(), text, self.alpha,
                                          self.beta)
+
+
+def episode_seed(support: torch.Tensor) -> int:
+    """A 63-bit seed from an episode's support features (their float32 bytes): the same episode gets
+    the same fine-tuning whatever batch it is scored in, and no global generator is read."""
+    data = support.detach().float().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") >> 1
+
+
+class ProtoCLIPFLearner(ProtoCLIPLearner):
+    """Proto-CLIP-F in the episodic protocol: for each episode, the visual memory (the normalised support
+    features), the text memory (``train_text_memory``) and an adapter (``adapter``: ``"fc"``,
+    ``"conv-2x"``, ``"conv-3x"``) are fine-tuned on that episode's support alone, then its queries scored.
+
+    Training (:func:`protobench.fewshot.protoclip.fine_tune`, the code's recipe): ``epochs`` passes of
+    the code's memory episodes (20 to 40 % of the classes, queries taken from the memory entries),
+    loss NLL + InfoNCE image-to-text + InfoNCE text-to-image (1:1:1, temperature 0.1), AdamW (``lr``,
+    eps 1e-4, weight decay 0.05), cosine schedule stepped per epoch; the last epoch's weights are kept
+    (no validation inside an episode). The adapter's initial weights and the memory episodes come
+    from :func:`episode_seed` of the support, so a score depends on the episode only. Scores are log p.
+    Arguments otherwise as :class:`ProtoCLIPLearner`'s.
+    """
+
+    def __init__(self, pair: EncoderPair, *, alpha: float, beta: float, adapter: str | None = "fc",
+                 epochs: int = 20, lr: float = 1e-4, train_text_memory: bool = True,
+                 prompt: str = DEFAULT_PROMPT, pretraining: str | None = None,
+                 text_held_out: Collection[str] | None = None, cache: FeatureCache | None = None) -> None:
+        super().__init__(pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=pretraining,
+                         text_held_out=text_held_out, cache=cache)
+        if adapter is not None and adapter not in ADAPTERS:
+            raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)} or None, got {adapter!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if not isinstance(train_text_memory, bool):
+            raise ValueError(f"train_text_memory must be true or false, got {train_text_memory!r}")
+        self.adapter, self.epochs, self.lr, self.train_text_memory = adapter, epochs, float(lr), train_text_memory
+
+    def score(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+              task: TaskBatch) -> torch.Tensor:
+        """log p (B, Q, n_way) after fine-tuning one model per episode on its support (B, S, d)."""
+        text = self.text.of_task(task, "proto-clip-f").to(support.device)
+        labels = support_labels.long().expand(support.shape[0], -1) if support_labels.dim() == 1 \
+            else support_labels.long()
+        scores = []
+        for index in range(support.shape[0]):
+            seed = episode_seed(support[index])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = ProtoCLIPModel(support[index].float(), labels[index], text[index], adapter=self.adapter,
+                                       train_text_memory=self.train_text_memory).to(support.device)
+            with torch.enable_grad():
+                fine_tune(model, self.alpha, self.beta, n_epochs=self.epochs, lr=self.lr,
+                          generator=torch.Generator().manual_seed(seed))
+            with torch.no_grad():
+                scores.append(log_probabilities(model(query[index].float(), self.alpha, self.beta)))
+        return torch.stack(scores)
 
 
 class ZeroShotTextLearner(VisionLanguageLearner):

@@ -25,6 +25,7 @@ from protobench.fewshot.learner import EmbeddingLearner, PredictingLearner, Task
 from protobench.fewshot.sampler import EpisodeSampler
 from protobench.fewshot.vl_learners import (
     MINI_IMAGENET_HELD_OUT,
+    ProtoCLIPFLearner,
     ProtoCLIPLearner,
     ProtoNetFrozenLearner,
     TextPrototypes,
@@ -134,6 +135,27 @@ def test_zero_shot_and_tip_adapter_scores_by_hand():
     cache = torch.exp(-beta * (1 - affinity)) @ F.one_hot(labels, task.n_way).float()
     tip = TipAdapterLearner(tiny_pair(), alpha=alpha, beta=beta, prompt=PROMPT)
     torch.testing.assert_close(tip.score(support, labels, query, task), zero_shot + alpha * cache)
+
+
+def test_proto_clip_f_fine_tunes_each_episode_alone_and_leaves_the_global_generator():
+    support, labels, query, task = episodes_problem(3)
+    learner = ProtoCLIPFLearner(tiny_pair(), alpha=0.5, beta=2.0, adapter="fc", epochs=5, lr=1e-2, prompt=PROMPT)
+    state = torch.random.get_rng_state()
+    scores = learner.score(support, labels, query, task)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert scores.shape == (3, 20, 4) and torch.isfinite(scores).all()
+    torch.testing.assert_close(scores.exp().sum(-1), torch.ones(3, 20))  # log p of a distribution
+    alone = TaskBatch(task.n_way, task.classes[1:2], task.class_names[1:2])
+    torch.testing.assert_close(learner.score(support[1:2], labels, query[1:2], alone), scores[1:2])  # batch-free
+    training_free = ProtoCLIPLearner(tiny_pair(), alpha=0.5, beta=2.0, prompt=PROMPT).score(support, labels, query,
+                                                                                          task)
+    assert (scores - training_free).abs().max() > 1e-3  # the fine-tuning changed the scores
+
+
+def test_proto_clip_f_refuses_bad_settings():
+    for bad in ({"adapter": "mlp"}, {"epochs": 0}, {"epochs": 1.5}, {"lr": 0}, {"train_text_memory": "yes"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ProtoCLIPFLearner(tiny_pair(), alpha=0.5, beta=2.0, **bad)
 
 
 def test_protonet_frozen_is_minus_squared_distance_to_support_means_and_needs_no_names():
@@ -272,6 +294,12 @@ def tiny_proto_clip(input_shape: tuple[int, ...], device: str, alpha: float, bet
     return ProtoCLIPLearner(PAIR["pair"], alpha=alpha, beta=beta, pretraining=PRETRAINED, cache=PAIR["cache"])
 
 
+def tiny_proto_clip_f(input_shape: tuple[int, ...], device: str, alpha: float, beta: float,
+                      epochs: int) -> ProtoCLIPFLearner:
+    return ProtoCLIPFLearner(PAIR["pair"], alpha=alpha, beta=beta, epochs=epochs, pretraining=PRETRAINED,
+                             cache=PAIR["cache"])
+
+
 def tiny_zero_shot(input_shape: tuple[int, ...], device: str) -> ZeroShotTextLearner:
     return ZeroShotTextLearner(PAIR["pair"], pretraining=PRETRAINED, cache=PAIR["cache"])
 
@@ -297,6 +325,10 @@ params = { alpha = 0.5, beta = 2.0 }
 chosen_on = "val: a test"
 
 [[methods]]
+method = "test-tiny-proto-clip-f"
+params = { alpha = 0.5, beta = 2.0, epochs = 3 }
+
+[[methods]]
 method = "test-tiny-zero-shot"
 
 [[methods]]
@@ -311,7 +343,8 @@ method = "test-tiny-protonet"
 @pytest.fixture
 def tiny_methods(monkeypatch):
     monkeypatch.setattr(registry, "_methods", dict(registry.methods()))
-    for name, factory in (("test-tiny-proto-clip", tiny_proto_clip), ("test-tiny-zero-shot", tiny_zero_shot),
+    for name, factory in (("test-tiny-proto-clip", tiny_proto_clip), ("test-tiny-proto-clip-f", tiny_proto_clip_f),
+                          ("test-tiny-zero-shot", tiny_zero_shot),
                           ("test-tiny-tip", tiny_tip), ("test-tiny-protonet", tiny_protonet)):
         registry.register_method(name)(factory)
     PAIR.update(pair=tiny_pair(), cache=FeatureCache())
@@ -324,7 +357,7 @@ def test_a_suite_on_the_omniglot_subset_writes_valid_paired_results(tiny_methods
     path.write_text(SUITE)
     results = run_suite(load_suite(path), out_dir=tmp_path / "out", data_root=None, device="cpu", progress=False)
     files = sorted((tmp_path / "out").glob("*.json"))
-    assert len(results) == len(files) == 8
+    assert len(results) == len(files) == 10
     assert all(validate_file(file) == [] for file in files)
     by_protocol: dict[str, set] = {}
     for result in results:
@@ -339,7 +372,7 @@ def test_a_suite_on_the_omniglot_subset_writes_valid_paired_results(tiny_methods
     assert proto["training"]["chosen_on"] == "val: a test" and proto["method"]["params"]["alpha"] == 0.5
     assert "chosen_on" not in next(r for r in results if r["method"]["name"] == "test-tiny-zero-shot")["training"]
     test_source = load_omniglot_subset("test")
-    assert 0 < PAIR["pair"].image.encoded <= len(test_source)  # one shared cache: the four units encode once
+    assert 0 < PAIR["pair"].image.encoded <= len(test_source)  # one shared cache: the five units encode once
     assert list((tmp_path / "out" / "feature-cache").rglob("*.safetensors"))
     names = set(test_source.class_names)
     assert PAIR["pair"].text.seen and all(t.startswith("a photo of a ") and t[13:-1].replace(" ", "_") in names
