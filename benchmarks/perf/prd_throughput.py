@@ -27,6 +27,7 @@ import torch
 
 from protobench.benchmarks.perf.continual_speed import DEFAULT_DATA_ROOT, seeded
 from protobench.benchmarks.registry import get_benchmark
+from protobench.continual.backbones import BACKBONES
 from protobench.continual.learner import ContinualContext
 from protobench.continual.learners.finetune import FineTune
 from protobench.continual.learners.prd import PRD
@@ -39,7 +40,7 @@ PRD_SETTINGS = {"lr": 0.01, "prototype_lr": 0.1, "distill_axis": "samples", "dis
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", default="split-fmnist")
-    parser.add_argument("--backbone", default="mlp")
+    parser.add_argument("--backbone", choices=BACKBONES, default="mlp")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -52,7 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         args.benchmark, args.repeats = "split-digits", 1
     torch.set_num_threads(args.threads)
     data_root = None if args.quick else (args.data_root or Path(os.environ.get("PROTOBENCH_DATA", DEFAULT_DATA_ROOT)))
-    stream = get_benchmark(args.benchmark).load(data_root).make_stream(role_key("stream", 0), "cpu", "test")
+    try:
+        benchmark = get_benchmark(args.benchmark)
+    except ValueError as error:
+        parser.error(str(error))
+    if benchmark.kind != "continual":
+        parser.error(f"--benchmark {args.benchmark!r} is a {benchmark.kind} benchmark; give a continual one")
+    stream = benchmark.load(data_root).make_stream(role_key("stream", 0), "cpu", "test")
     common = {"backbone": args.backbone, "epochs": args.epochs, "batch_size": args.batch_size}
     builders = {
         "finetune": lambda: FineTune(stream.input_shape, "cpu", stream.n_classes, **common, lr=0.01),
