@@ -96,6 +96,8 @@ class FeatureStore:
         if not folder.is_dir():
             return features
         for path in sorted(folder.glob("*.safetensors")):
+            if not path.is_file():  # a folder or a dangling link of that name: not ours to touch
+                continue
             try:
                 with safe_open(path, framework="pt") as shard:
                     metadata = shard.metadata() or {}

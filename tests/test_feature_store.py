@@ -150,3 +150,10 @@ def test_an_encoder_without_weights_or_fingerprint_is_kept_in_memory_only(tmp_pa
     opaque.fingerprint = "opaque-v1"
     assert FeatureCache(tmp_path).encode(opaque, x).shape == (2, 12)
     assert len(shards(tmp_path)) == 1
+
+
+def test_a_folder_named_like_a_shard_is_left_alone(tmp_path):
+    x = images(2)
+    encoder = CountingEncoder()
+    FeatureStore(tmp_path).folder(encoder_fingerprint(encoder)).joinpath("odd.safetensors").mkdir(parents=True)
+    assert FeatureCache(tmp_path).encode(encoder, x).shape == (2, 4) and encoder.calls == 2
