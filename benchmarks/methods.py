@@ -17,6 +17,7 @@ from protobench.fewshot.vl_learners import (
     ProtoCLIPFLearner,
     ProtoCLIPLearner,
     ProtoNetFrozenLearner,
+    TipAdapterFLearner,
     TipAdapterLearner,
     ZeroShotTextLearner,
     build_encoders,
@@ -77,6 +78,16 @@ def tip_adapter(input_shape: tuple[int, ...], device: str, alpha: float, beta: f
     built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
     return TipAdapterLearner(built.pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=built.pretraining,
                              text_held_out=built.text_held_out)
+
+
+@register_method("tip-adapter-f")
+def tip_adapter_f(input_shape: tuple[int, ...], device: str, alpha: float, beta: float, epochs: int = 20,
+                  lr: float = 1e-3, encoder: str = OFFLINE_ENCODER, prompt: str = DEFAULT_PROMPT,
+                  ridge: float | None = None, resolution: int | None = None) -> TipAdapterFLearner:
+    """Tip-Adapter-F (Zhang et al. 2022): Tip-Adapter with its cache keys fine-tuned on each episode's support."""
+    built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
+    return TipAdapterFLearner(built.pair, alpha=alpha, beta=beta, epochs=epochs, lr=lr, prompt=prompt,
+                              pretraining=built.pretraining, text_held_out=built.text_held_out)
 
 
 @register_method("protonet-frozen")

@@ -15,6 +15,7 @@ normalised text features of ``prompt`` filled with each episode class's name):
 - :class:`ZeroShotTextLearner`: ``100 q T^T`` (:func:`protobench.fewshot.tip_adapter.zero_shot_logits`);
 - :class:`TipAdapterLearner`: ``100 q T^T + alpha exp(-beta (1 - q s^T)) onehot``
   (:func:`protobench.fewshot.tip_adapter.tip_adapter_logits`, keys the normalised support);
+- :class:`TipAdapterFLearner`: the same logits after fine-tuning the keys per episode;
 - :class:`ProtoNetFrozenLearner`: minus squared Euclidean distances to the support means
   (:func:`protobench.fewshot.protonet.prototype_logits`), image features only.
 
@@ -72,7 +73,13 @@ from protobench.fewshot.protoclip import (
 )
 from protobench.fewshot.protonet import prototype_logits
 from protobench.fewshot.sampler import EpisodeSampler
-from protobench.fewshot.tip_adapter import TipSearch, search_tip_adapter, tip_adapter_logits, zero_shot_logits
+from protobench.fewshot.tip_adapter import (
+    TipSearch,
+    fine_tune_keys,
+    search_tip_adapter,
+    tip_adapter_logits,
+    zero_shot_logits,
+)
 
 OFFLINE_ENCODER = "offline-efficientnet-minilm"
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -322,6 +329,45 @@ class TipAdapterLearner(VisionLanguageLearner):
         text = self.text.of_task(task, "tip-adapter").to(query.device)
         keys = F.normalize(support.float(), dim=-1)
         return tip_adapter_logits(query.float(), keys, support_labels.long(), text, self.alpha, self.beta)
+
+
+class TipAdapterFLearner(TipAdapterLearner):
+    """Tip-Adapter-F in the episodic protocol: for each episode, the cache keys (the normalised support
+    features) are fine-tuned on that episode's support alone by cross-entropy of the Tip-Adapter logits
+    (:func:`protobench.fewshot.tip_adapter.fine_tune_keys`: AdamW at ``lr``, eps 1e-4, weight decay
+    0.01, cosine schedule, ``epochs`` passes, the last epoch's keys kept), then its queries scored.
+    Batches are shuffled with a generator seeded by :func:`episode_seed`, so a score depends on the
+    episode only. Arguments otherwise as :class:`TipAdapterLearner`'s.
+    """
+
+    def __init__(self, pair: EncoderPair, *, alpha: float, beta: float, epochs: int = 20, lr: float = 1e-3,
+                 prompt: str = DEFAULT_PROMPT, pretraining: str | None = None,
+                 text_held_out: Collection[str] | None = None, cache: FeatureCache | None = None) -> None:
+        super().__init__(pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=pretraining,
+                         text_held_out=text_held_out, cache=cache)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        self.epochs, self.lr = epochs, float(lr)
+
+    def score(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+              task: TaskBatch) -> torch.Tensor:
+        """Logits (B, Q, n_way) with each episode's keys fine-tuned on its support (B, S, d)."""
+        text = self.text.of_task(task, "tip-adapter-f").to(query.device)
+        labels = support_labels.long().expand(support.shape[0], -1) if support_labels.dim() == 1 \
+            else support_labels.long()
+        logits = []
+        for index in range(support.shape[0]):
+            keys = F.normalize(support[index].float(), dim=-1)
+            with torch.enable_grad():
+                trained, _ = fine_tune_keys(keys, labels[index], text[index], keys, labels[index], self.alpha,
+                                            self.beta, n_epochs=self.epochs, lr=self.lr,
+                                            generator=torch.Generator().manual_seed(episode_seed(support[index])))
+            with torch.no_grad():
+                logits.append(tip_adapter_logits(query[index].float(), trained, labels[index], text[index],
+                                                 self.alpha, self.beta))
+        return torch.stack(logits)
 
 
 class ProtoNetFrozenLearner(FrozenImageLearner):

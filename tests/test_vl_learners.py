@@ -29,6 +29,7 @@ from protobench.fewshot.vl_learners import (
     ProtoCLIPLearner,
     ProtoNetFrozenLearner,
     TextPrototypes,
+    TipAdapterFLearner,
     TipAdapterLearner,
     ZeroShotTextLearner,
     build_encoders,
@@ -152,10 +153,32 @@ def test_proto_clip_f_fine_tunes_each_episode_alone_and_leaves_the_global_genera
     assert (scores - training_free).abs().max() > 1e-3  # the fine-tuning changed the scores
 
 
+def test_tip_adapter_f_fine_tunes_keys_per_episode_alone():
+    support, labels, query, task = episodes_problem(4)
+    learner = TipAdapterFLearner(tiny_pair(), alpha=1.5, beta=3.0, epochs=5, lr=1e-2, prompt=PROMPT)
+    state = torch.random.get_rng_state()
+    logits = learner.score(support, labels, query, task)
+    assert torch.equal(torch.random.get_rng_state(), state) and logits.shape == (3, 20, 4)
+    alone = TaskBatch(task.n_way, task.classes[2:3], task.class_names[2:3])
+    torch.testing.assert_close(learner.score(support[2:3], labels, query[2:3], alone), logits[2:3])
+    training_free = TipAdapterLearner(tiny_pair(), alpha=1.5, beta=3.0, prompt=PROMPT).score(support, labels, query,
+                                                                                           task)
+    assert (logits - training_free).abs().max() > 1e-3
+    support_logits = learner.score(support, labels, support, task)  # trained to fit its support
+    free_support = TipAdapterLearner(tiny_pair(), alpha=1.5, beta=3.0, prompt=PROMPT).score(support, labels, support,
+                                                                                          task)
+    target = labels.expand(3, -1)
+    assert F.cross_entropy(support_logits.flatten(0, 1), target.flatten()) < \
+        F.cross_entropy(free_support.flatten(0, 1), target.flatten())
+
+
 def test_proto_clip_f_refuses_bad_settings():
     for bad in ({"adapter": "mlp"}, {"epochs": 0}, {"epochs": 1.5}, {"lr": 0}, {"train_text_memory": "yes"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ProtoCLIPFLearner(tiny_pair(), alpha=0.5, beta=2.0, **bad)
+    for bad in ({"epochs": 0}, {"lr": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TipAdapterFLearner(tiny_pair(), alpha=0.5, beta=2.0, **bad)
 
 
 def test_protonet_frozen_is_minus_squared_distance_to_support_means_and_needs_no_names():
@@ -300,6 +323,12 @@ def tiny_proto_clip_f(input_shape: tuple[int, ...], device: str, alpha: float, b
                              cache=PAIR["cache"])
 
 
+def tiny_tip_f(input_shape: tuple[int, ...], device: str, alpha: float, beta: float,
+               epochs: int) -> TipAdapterFLearner:
+    return TipAdapterFLearner(PAIR["pair"], alpha=alpha, beta=beta, epochs=epochs, pretraining=PRETRAINED,
+                              cache=PAIR["cache"])
+
+
 def tiny_zero_shot(input_shape: tuple[int, ...], device: str) -> ZeroShotTextLearner:
     return ZeroShotTextLearner(PAIR["pair"], pretraining=PRETRAINED, cache=PAIR["cache"])
 
@@ -329,6 +358,10 @@ method = "test-tiny-proto-clip-f"
 params = { alpha = 0.5, beta = 2.0, epochs = 3 }
 
 [[methods]]
+method = "test-tiny-tip-f"
+params = { alpha = 1.0, beta = 3.0, epochs = 3 }
+
+[[methods]]
 method = "test-tiny-zero-shot"
 
 [[methods]]
@@ -344,7 +377,7 @@ method = "test-tiny-protonet"
 def tiny_methods(monkeypatch):
     monkeypatch.setattr(registry, "_methods", dict(registry.methods()))
     for name, factory in (("test-tiny-proto-clip", tiny_proto_clip), ("test-tiny-proto-clip-f", tiny_proto_clip_f),
-                          ("test-tiny-zero-shot", tiny_zero_shot),
+                          ("test-tiny-tip-f", tiny_tip_f), ("test-tiny-zero-shot", tiny_zero_shot),
                           ("test-tiny-tip", tiny_tip), ("test-tiny-protonet", tiny_protonet)):
         registry.register_method(name)(factory)
     PAIR.update(pair=tiny_pair(), cache=FeatureCache())
@@ -357,7 +390,7 @@ def test_a_suite_on_the_omniglot_subset_writes_valid_paired_results(tiny_methods
     path.write_text(SUITE)
     results = run_suite(load_suite(path), out_dir=tmp_path / "out", data_root=None, device="cpu", progress=False)
     files = sorted((tmp_path / "out").glob("*.json"))
-    assert len(results) == len(files) == 10
+    assert len(results) == len(files) == 12
     assert all(validate_file(file) == [] for file in files)
     by_protocol: dict[str, set] = {}
     for result in results:
@@ -372,7 +405,7 @@ def test_a_suite_on_the_omniglot_subset_writes_valid_paired_results(tiny_methods
     assert proto["training"]["chosen_on"] == "val: a test" and proto["method"]["params"]["alpha"] == 0.5
     assert "chosen_on" not in next(r for r in results if r["method"]["name"] == "test-tiny-zero-shot")["training"]
     test_source = load_omniglot_subset("test")
-    assert 0 < PAIR["pair"].image.encoded <= len(test_source)  # one shared cache: the five units encode once
+    assert 0 < PAIR["pair"].image.encoded <= len(test_source)  # one shared cache: the six units encode once
     assert list((tmp_path / "out" / "feature-cache").rglob("*.safetensors"))
     names = set(test_source.class_names)
     assert PAIR["pair"].text.seen and all(t.startswith("a photo of a ") and t[13:-1].replace(" ", "_") in names
