@@ -215,6 +215,14 @@ def _check_alpha_beta(alpha: float, beta: float, alpha_max: float | None) -> tup
     return float(alpha), float(beta)
 
 
+def _check_epochs_lr(epochs: int, lr: float) -> None:
+    """ValueError unless ``epochs`` is a positive integer and ``lr`` a positive number (per-episode fine-tuning)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+
+
 class ProtoCLIPLearner(VisionLanguageLearner):
     """Training-free Proto-CLIP: image prototypes of the support fused with text prototypes (module docstring).
 
@@ -267,10 +275,7 @@ class ProtoCLIPFLearner(ProtoCLIPLearner):
                          text_held_out=text_held_out, cache=cache)
         if adapter is not None and adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)} or None, got {adapter!r}")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        _check_epochs_lr(epochs, lr)
         if not isinstance(train_text_memory, bool):
             raise ValueError(f"train_text_memory must be true or false, got {train_text_memory!r}")
         self.adapter, self.epochs, self.lr, self.train_text_memory = adapter, epochs, float(lr), train_text_memory
@@ -345,10 +350,7 @@ class TipAdapterFLearner(TipAdapterLearner):
                  text_held_out: Collection[str] | None = None, cache: FeatureCache | None = None) -> None:
         super().__init__(pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=pretraining,
                          text_held_out=text_held_out, cache=cache)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        _check_epochs_lr(epochs, lr)
         self.epochs, self.lr = epochs, float(lr)
 
     def score(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,

@@ -10,17 +10,7 @@ import torch.nn.functional as F
 from protobench.continual import backbones
 from protobench.continual.backbones import BACKBONES, MLP, ReducedResNet18, SmallCNN, build_backbone
 
-
-@pytest.fixture(autouse=True)
-def forked_rng_one_thread():
-    """Initial weights come from the global generator: seed it inside a fork, leaving it as it was.
-    One thread: the inputs are too small for more to help on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def n_parameters(module: torch.nn.Module) -> int:
