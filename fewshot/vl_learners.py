@@ -28,7 +28,8 @@ first ImageNet lemma, and ``{definition}`` in the prompt as its gloss (:func:`cl
 records about it: ``"offline-efficientnet-minilm"`` (:func:`protobench.fewshot.encoders.offline_pair`
 with mini-ImageNet's 36 val/test classes held out of the text map, **not CLIP**, the image model
 ImageNet-1k-pretrained on all 1000 classes) or ``"open_clip:<model>:<pretrained>"``.
-:func:`choose_alpha_beta` picks Proto-CLIP's and Tip-Adapter's (alpha, beta) on validation episodes.
+:func:`choose_alpha_beta` picks Proto-CLIP's and Tip-Adapter's (alpha, beta) on validation episodes
+(:func:`validation_episodes`), :func:`choose_fine_tuning` the fine-tuned learners' epochs and lr.
 
 Departures from Proto-CLIP and Tip-Adapter: the support features are the cached features of the
 images themselves, not averaged over 10 augmented views (the visual memory of
@@ -41,8 +42,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -478,6 +479,61 @@ def build_encoders(encoder: str = OFFLINE_ENCODER, *, device: str = "cpu", promp
 # --- choosing alpha and beta on validation episodes ----------------------------------------------------
 
 @dataclass(frozen=True)
+class ValidationEpisodes:
+    """``n_episodes`` episodes of ``spec`` from a validation source, drawn by
+    ``EpisodeSampler(source, spec, seed=seed)`` (``digest`` their
+    :func:`~protobench.fewshot.episodes.episode_digest`), as the encoder's features: ``support``
+    (B, S, d), ``support_labels`` (B, S), ``query`` (B, Q, d), ``query_labels`` (B, Q) and the
+    episodes' classes with their names (``task``)."""
+
+    spec: EpisodeSpec
+    n_episodes: int
+    seed: int
+    digest: str
+    support: torch.Tensor
+    support_labels: torch.Tensor
+    query: torch.Tensor
+    query_labels: torch.Tensor
+    task: TaskBatch
+
+    def first(self, count: int) -> ValidationEpisodes:
+        """The first ``count`` episodes (``digest`` stays that of the whole draw)."""
+        if not 1 <= count <= self.n_episodes:
+            raise ValueError(f"count must lie in 1..{self.n_episodes}, got {count}")
+        names = None if self.task.class_names is None else self.task.class_names[:count]
+        return replace(
+            self, n_episodes=count, support=self.support[:count], support_labels=self.support_labels[:count],
+            query=self.query[:count], query_labels=self.query_labels[:count],
+            task=replace(self.task, classes=self.task.classes[:count], class_names=names))
+
+
+def validation_episodes(learner: VisionLanguageLearner, source, spec: EpisodeSpec, *, seed: int, n_episodes: int,
+                        batch_size: int = 256) -> ValidationEpisodes:
+    """Draw ``n_episodes`` episodes of ``spec`` from a *validation* ``source`` (one that names its
+    classes) and encode their images with ``learner``'s image encoder and feature cache, ``batch_size``
+    at a time; only the images the episodes use are encoded."""
+    if not isinstance(spec, EpisodeSpec):
+        raise ValueError("validation episodes need a fixed EpisodeSpec (n_way, n_shot, n_query)")
+    names = class_names_of(source)
+    if names is None:
+        raise ValueError("the validation source has no class_names: text prototypes need the classes' names")
+    sampler = EpisodeSampler(source, spec, seed=seed, n_episodes=n_episodes)
+    batch = sampler.batch(0, n_episodes)
+    used = np.unique(np.concatenate([batch.support.ravel(), batch.query.ravel()]))
+    features = torch.cat([learner.embed(stack_images(source, used[start:start + batch_size])).float()
+                          for start in range(0, len(used), batch_size)])
+
+    def gather(indices: np.ndarray) -> torch.Tensor:
+        return features[torch.from_numpy(np.searchsorted(used, indices))]  # every index is in `used`, sorted
+
+    return ValidationEpisodes(
+        spec, n_episodes, seed, sampler.digest(), gather(batch.support),
+        torch.from_numpy(np.broadcast_to(batch.support_labels, batch.support.shape).copy()).long(), gather(batch.query),
+        torch.from_numpy(np.broadcast_to(batch.query_labels, batch.query.shape).copy()).long(),
+        TaskBatch.of(batch.classes, names))
+
+
+@dataclass(frozen=True)
 class ValidationSearch:
     """Both grid searches on the same validation episodes (``n_episodes`` of ``spec``, sampler
     ``seed``, ``digest`` their :func:`~protobench.fewshot.episodes.episode_digest`)."""
@@ -506,37 +562,52 @@ class ValidationSearch:
 
 def choose_alpha_beta(learner: VisionLanguageLearner, source, spec: EpisodeSpec, *, seed: int, n_episodes: int,
                       batch_size: int = 256, tip_betas: Sequence[float] | None = None,
-                      tip_alphas: Sequence[float] | None = None) -> ValidationSearch:
+                      tip_alphas: Sequence[float] | None = None,
+                      episodes: ValidationEpisodes | None = None) -> ValidationSearch:
     """Proto-CLIP's (:func:`protobench.fewshot.protoclip.search_alpha_beta`, the code's grid) and
     Tip-Adapter's (:func:`protobench.fewshot.tip_adapter.search_tip_adapter`, its code's grid unless
     ``tip_betas`` / ``tip_alphas``) best (alpha, beta) on ``n_episodes`` episodes of ``spec`` from a
-    *validation* ``source`` (one that names its classes), drawn by ``EpisodeSampler(source, spec,
-    seed=seed)``.
+    *validation* ``source``, drawn and encoded by :func:`validation_episodes` (or given as
+    ``episodes``, which must match ``spec``, ``seed`` and ``n_episodes``).
 
     ``learner``'s encoders, prompt, text hold-out and feature cache are used (any of the three
-    vision-language learners; its alpha and beta are not). Only the images the episodes use are
-    encoded, ``batch_size`` at a time. Accuracy is over all queries of all episodes.
+    vision-language learners; its alpha and beta are not). Accuracy is over all queries of all episodes.
     """
-    if not isinstance(spec, EpisodeSpec):
-        raise ValueError("choose_alpha_beta needs a fixed EpisodeSpec (n_way, n_shot, n_query)")
-    names = class_names_of(source)
-    if names is None:
-        raise ValueError("the validation source has no class_names: text prototypes need the classes' names")
-    sampler = EpisodeSampler(source, spec, seed=seed, n_episodes=n_episodes)
-    batch = sampler.batch(0, n_episodes)
-    used = np.unique(np.concatenate([batch.support.ravel(), batch.query.ravel()]))
-    features = torch.cat([learner.embed(stack_images(source, used[start:start + batch_size])).float()
-                          for start in range(0, len(used), batch_size)])
+    if episodes is None:
+        episodes = validation_episodes(learner, source, spec, seed=seed, n_episodes=n_episodes,
+                                       batch_size=batch_size)
+    elif (episodes.spec, episodes.seed, episodes.n_episodes) != (spec, seed, n_episodes):
+        raise ValueError("the given validation episodes are not those of this spec, seed and n_episodes")
+    text = learner.text.of_task(episodes.task, "choose_alpha_beta")
+    image = class_prototypes(episodes.support, episodes.support_labels, spec.n_way)
+    proto = search_alpha_beta(episodes.query, episodes.query_labels, image, text)
+    tip = search_tip_adapter(episodes.query, episodes.query_labels, F.normalize(episodes.support, dim=-1),
+                             episodes.support_labels, text, betas=tip_betas, alphas=tip_alphas)
+    return ValidationSearch(spec, n_episodes, seed, episodes.digest, proto, tip)
 
-    def gather(indices: np.ndarray) -> torch.Tensor:
-        return features[torch.from_numpy(np.searchsorted(used, indices))]  # every index is in `used`, sorted
 
-    support, query = gather(batch.support), gather(batch.query)
-    support_labels = torch.from_numpy(batch.support_labels).long()
-    query_labels = torch.from_numpy(np.broadcast_to(batch.query_labels, batch.query.shape).copy()).long()
-    text = learner.text.of_task(TaskBatch.of(batch.classes, names), "choose_alpha_beta")
-    image = class_prototypes(support, support_labels, spec.n_way)
-    proto = search_alpha_beta(query, query_labels, image, text)
-    tip = search_tip_adapter(query, query_labels, F.normalize(support, dim=-1), support_labels, text,
-                             betas=tip_betas, alphas=tip_alphas)
-    return ValidationSearch(spec, n_episodes, seed, sampler.digest(), proto, tip)
+@dataclass(frozen=True)
+class FineTuningChoice:
+    """A fine-tuned learner's (epochs, lr) grid on validation episodes: ``accuracies[(epochs, lr)]`` is
+    the accuracy over all their queries; ``epochs`` and ``lr`` the best (the fewest epochs, then the
+    smallest lr, among ties)."""
+
+    epochs: int
+    lr: float
+    accuracy: float
+    accuracies: dict
+
+
+def choose_fine_tuning(make_learner: Callable[[int, float], VisionLanguageLearner], episodes: ValidationEpisodes,
+                       epochs_grid: Sequence[int], lr_grid: Sequence[float]) -> FineTuningChoice:
+    """Score ``make_learner(epochs, lr)`` (a fine-tuned learner, :class:`ProtoCLIPFLearner` or
+    :class:`TipAdapterFLearner`, its alpha and beta already chosen) on the validation ``episodes`` for
+    every pair of the grids and keep the most accurate."""
+    accuracies = {}
+    for epochs in sorted(epochs_grid):
+        for lr in sorted(lr_grid):
+            learner = make_learner(epochs, lr)
+            scores = learner.score(episodes.support, episodes.support_labels, episodes.query, episodes.task)
+            accuracies[(epochs, lr)] = (scores.argmax(-1) == episodes.query_labels).double().mean().item()
+    (epochs, lr), accuracy = max(accuracies.items(), key=lambda item: (item[1], -item[0][0], -item[0][1]))
+    return FineTuningChoice(epochs, lr, accuracy, accuracies)

@@ -34,8 +34,10 @@ from protobench.fewshot.vl_learners import (
     ZeroShotTextLearner,
     build_encoders,
     choose_alpha_beta,
+    choose_fine_tuning,
     class_prompts,
     offline_pretraining,
+    validation_episodes,
 )
 from protobench.leaderboard.validate import validate_file
 
@@ -283,6 +285,28 @@ def test_choose_alpha_beta_picks_settings_the_learners_reproduce():
         search.tip_adapter.accuracy)
     record = search.to_dict()
     assert record["protocol"] == spec.key and record["proto_clip"]["alpha"] == search.proto_clip.alpha
+
+
+def test_choose_fine_tuning_keeps_the_grid_point_the_learner_reproduces():
+    source, spec = named_source(), EpisodeSpec(4, 2, 3)
+    pair, cache = tiny_pair(), FeatureCache()
+    episodes = validation_episodes(ZeroShotTextLearner(pair, cache=cache), source, spec, seed=5, n_episodes=6)
+    sampler = EpisodeSampler(source, spec, seed=5, n_episodes=6)
+    assert episodes.digest == sampler.digest() and episodes.query.shape[:2] == (6, 12)
+    head = episodes.first(2)
+    assert head.support_labels.shape == (2, 8) and head.query.shape[:2] == (2, 12) and len(head.task.classes) == 2
+    with pytest.raises(ValueError, match="not those of this spec"):
+        choose_alpha_beta(ZeroShotTextLearner(pair, cache=cache), source, spec, seed=4, n_episodes=6, episodes=episodes)
+
+    def make(epochs: int, lr: float) -> ProtoCLIPFLearner:
+        return ProtoCLIPFLearner(pair, alpha=0.5, beta=2.0, epochs=epochs, lr=lr, cache=cache)
+
+    choice = choose_fine_tuning(make, episodes, epochs_grid=[3, 1], lr_grid=[1e-1, 1e-3])
+    assert sorted(choice.accuracies) == [(1, 1e-3), (1, 1e-1), (3, 1e-3), (3, 1e-1)]
+    assert choice.accuracy == max(choice.accuracies.values()) == choice.accuracies[(choice.epochs, choice.lr)]
+    best = make(choice.epochs, choice.lr)
+    accuracy = evaluate_cached(best, embed_source(best, source), sampler, class_names=source.class_names).mean()
+    assert accuracy == pytest.approx(choice.accuracy)
 
 
 def test_build_encoders_refuses_bad_encoder_params_before_loading_anything():
