@@ -363,6 +363,8 @@ class AvalancheLearner:
     keyed order) or ``"avalanche"`` (Avalanche's own loader, shuffled by the seeded global generator).
     """
 
+    uses_task_id = False  # predict ignores task_id: the runner scores both protocols from one call
+
     version = "1"
     backbone_name: str | None = None
     pretraining: str | None = None

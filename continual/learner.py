@@ -10,7 +10,9 @@ A continual learner sees a stream one experience at a time (:mod:`protobench.con
   stream label ``k``. The runner scores the argmax over the classes seen so far (task-agnostic)
   or, given ``task_id``, over that experience's classes (task-aware); columns outside are
   ignored, so a learner may leave them at any value. A multi-head learner uses ``task_id`` to
-  pick its head.
+  pick its head. A learner whose logits never depend on ``task_id`` may say so with a class
+  attribute ``uses_task_id = False``: the runner then scores both protocols from one ``predict``
+  call per batch (without it, one call per protocol).
 - ``state_dict()`` / ``load_state_dict(state)`` hold everything needed to continue after the last
   finished experience (weights, optimiser state kept across experiences, Fisher information, a
   frozen teacher, the classes seen), so a resumed run gives identical results.

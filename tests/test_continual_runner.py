@@ -97,6 +97,32 @@ def test_a_crashed_run_resumes_after_the_last_finished_experience_with_identical
     assert not checkpoint.exists()
 
 
+class CountingFineTune(FineTune):
+    """Fine-tuning that counts its predict calls; ``uses_task_id`` set per test."""
+
+    calls = 0
+
+    def predict(self, x, task_id=None):
+        CountingFineTune.calls += 1
+        return super().predict(x, task_id)
+
+
+register_method("counting-finetune", kind="continual")(CountingFineTune)
+
+
+def test_a_learner_that_ignores_task_ids_is_scored_by_one_predict_call_per_batch(tmp_path, monkeypatch):
+    suite = suite_file(tmp_path, method="counting-finetune")
+    calls, evidence = {}, {}
+    for uses_task_id in (True, False):
+        monkeypatch.setattr(CountingFineTune, "uses_task_id", uses_task_id)
+        CountingFineTune.calls = 0
+        (result,) = run(tmp_path / str(uses_task_id), suite)
+        calls[uses_task_id], evidence[uses_task_id] = CountingFineTune.calls, result["evidence"]
+    assert evidence[False] == evidence[True]  # the same R, task-aware R and b
+    untrained = calls[False] // 6  # b: one call per test batch, then one per experience (both protocols)
+    assert calls[True] == untrained + 5 * 2 * untrained  # two calls per batch after each experience
+
+
 def test_an_unusable_checkpoint_is_set_aside_and_the_unit_starts_over(tmp_path, monkeypatch, capsys):
     suite = suite_file(tmp_path, method="crashing-finetune")
     monkeypatch.setattr(CrashingFineTune, "crash_at", 2)

@@ -225,7 +225,7 @@ class ContinualProtocol:
         progress = self._resume(learner, checkpoint, unit, run)
         if progress is None:
             started = time.perf_counter()
-            untrained = self._score(learner, stream, seen=None, run=run)
+            untrained = self._score(learner, stream, seen=None, run=run)[0]
             progress = {"done": 0, "untrained": untrained, "rows": [], "task_aware_rows": [], "records": [],
                         "train_seconds": 0.0, "eval_seconds": time.perf_counter() - started}
         for experience in stream.experiences[progress["done"]:]:
@@ -237,9 +237,10 @@ class ContinualProtocol:
             progress["train_seconds"] += time.perf_counter() - started
             started = time.perf_counter()
             seen = sorted({c for e in stream.experiences[:experience.index + 1] for c in e.classes})
-            progress["rows"].append(self._score(learner, stream, seen=seen, run=run))
+            rows = self._score(learner, stream, seen=seen, run=run, task_aware=stream.task_aware)
+            progress["rows"].append(rows[0])
             if stream.task_aware:
-                progress["task_aware_rows"].append(self._score(learner, stream, seen="task", run=run))
+                progress["task_aware_rows"].append(rows[1])
             progress["eval_seconds"] += time.perf_counter() - started
             record, non_finite = finite_record(record)
             if non_finite:
@@ -282,27 +283,39 @@ class ContinualProtocol:
                                 **unit.entry.params)
 
     @staticmethod
-    def _score(learner, stream: Stream, seen, run: RunContext) -> list[float]:
-        """Accuracy on every experience's evaluation set: the argmax over ``seen`` classes (None:
-        every class), or over each experience's own classes with its task id (``seen="task"``)."""
-        accuracies = []
+    def _score(learner, stream: Stream, seen, run: RunContext, task_aware: bool = False) -> list[list[float]]:
+        """Accuracy on every experience's evaluation set: the row of the argmax over ``seen`` classes
+        (None: every class), then, with ``task_aware``, the row of the argmax over each experience's
+        own classes given its task id."""
+        rows = [[], []] if task_aware else [[]]
         for experience in stream.experiences:
-            allowed = experience.classes if seen == "task" else (seen or range(stream.n_classes))
-            task_id = experience.task_id if seen == "task" else None
-            accuracies.append(accuracy(learner, experience.test, allowed, task_id, run))
-        return accuracies
+            choices = [(seen or range(stream.n_classes), None)]
+            if task_aware:
+                choices.append((experience.classes, experience.task_id))
+            for row, value in zip(rows, accuracies(learner, experience.test, choices, run), strict=True):
+                row.append(value)
+        return rows
 
 
-def accuracy(learner, data: ExperienceData, allowed, task_id: int | None, run: RunContext) -> float:
-    """Fraction of ``data`` whose label is the argmax of ``learner.predict`` over the ``allowed`` columns."""
-    allowed = torch.as_tensor(list(allowed), dtype=torch.long, device=data.device)
-    correct = 0
+def accuracies(learner, data: ExperienceData, choices, run: RunContext) -> list[float]:
+    """For each ``(allowed, task_id)`` of ``choices``, the fraction of ``data`` whose label is the argmax of
+    ``learner.predict(x, task_id=task_id)`` over the ``allowed`` columns.
+
+    A learner whose ``uses_task_id`` attribute is False (its logits do not depend on the task id) is
+    asked once per batch for all choices; any other once per batch and choice.
+    """
+    allowed_sets = [torch.as_tensor(list(allowed), dtype=torch.long, device=data.device) for allowed, _ in choices]
+    once = getattr(learner, "uses_task_id", True) is False
+    correct = [0] * len(choices)
     with torch.no_grad(), run.precision():
         for images, labels in data.batches(EVAL_BATCH):
-            logits = learner.predict(images, task_id=task_id)
-            predicted = allowed[logits.index_select(1, allowed.to(logits.device)).argmax(dim=1).to(data.device)]
-            correct += int((predicted == labels).sum())
-    return correct / len(data)
+            shared = learner.predict(images, task_id=None) if once else None
+            for number, ((_, task_id), allowed) in enumerate(zip(choices, allowed_sets, strict=True)):
+                logits = shared if once else learner.predict(images, task_id=task_id)
+                columns = logits.index_select(1, allowed.to(logits.device))
+                predicted = allowed[columns.argmax(dim=1).to(data.device)]
+                correct[number] += int((predicted == labels).sum())
+    return [count / len(data) for count in correct]
 
 
 def continual_result(*, unit: Unit, output: ContinualOutput, benchmark, stream: Stream, learner,

@@ -103,6 +103,8 @@ class NearestClassMean:
     dict file (``"conv4"`` only).
     """
 
+    uses_task_id = False  # predict ignores task_id: the runner scores both protocols from one call
+
     version = "1"
     backbone_name: str  # set by __init__
     pretraining: str | None  # set by __init__

@@ -165,6 +165,8 @@ class PRD:
     authors' (``augment=False`` trains on two identical views, for tests and ablations).
     """
 
+    uses_task_id = False  # predict ignores task_id: the runner scores both protocols from one call
+
     version = "1"
     pretraining = None
     backbone_name: str  # set by __init__

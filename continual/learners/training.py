@@ -124,6 +124,8 @@ class SGDLearner:
     :meth:`loss` and :meth:`consolidate`, and extend :meth:`state_dict`.
     """
 
+    uses_task_id = False  # predict ignores task_id: the runner scores both protocols from one call
+
     version = "1"
     pretraining = None
     backbone_name: str  # set by __init__
