@@ -93,7 +93,14 @@ def test_table(ways: int, shot: int, queries: int, episodes: int) -> str:
     return f"{{ n_way = {ways}, n_shot = {shot}, n_query = {queries}, episodes = {episodes} }}"
 
 
-def suite_text(name: str, command: str, encoder_params: dict, tests: dict[int, str], entries: list) -> str:
+CLIP_PROTOCOL_NOTE = "\n".join([
+    "# The CLIP few-shot protocol on mini-ImageNet's test classes: each episode draws K shots of every class",
+    "# and scores all their other images (no train split exists for these classes); the protocol's 3",
+    "# seeds are the 3 episodes of one sampler (distinct draws)."])
+
+
+def suite_text(name: str, command: str, encoder_params: dict, tests: dict[int, str], entries: list,
+               note: str | None = None) -> str:
     """A draft suite on mini-ImageNet's test classes: the untuned zero-shot and frozen ProtoNet entries on
     every test, then each chosen entry (label, method, its params and chosen_on lines, its shot count)
     on its own test."""
@@ -101,7 +108,7 @@ def suite_text(name: str, command: str, encoder_params: dict, tests: dict[int, s
              "# (alpha, beta, epochs and lr chosen on mini-ImageNet's val classes; never on test). Offline pair,",
              "# NOT CLIP: EfficientNet-Lite0 pretrained on all of ImageNet-1k (it has seen these test classes) and",
              "# MiniLM mapped into its space with mini-ImageNet's 36 val/test classes held out of the map.",
-             f"name = {toml_value(name)}", 'kind = "fewshot"',
+             *([note] if note else []), f"name = {toml_value(name)}", 'kind = "fewshot"',
              f"description = {toml_value(DESCRIPTION)}",
              'benchmarks = ["mini-imagenet"]', "seeds = [0]", "", "tests = ["]
     lines += [f"  {table}," for table in tests.values()] + ["]", ""]
@@ -236,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}")
     if args.suite_out is not None:
         command = "python docs/protoclip_val_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.suite_out.write_text(suite_text(args.suite_name, command, encoder_params, tests, entries) + "\n",
+        note = CLIP_PROTOCOL_NOTE if args.test_ways == "all" and args.test_queries == "rest" else None
+        args.suite_out.write_text(suite_text(args.suite_name, command, encoder_params, tests, entries, note) + "\n",
                                   encoding="utf-8")
         print(f"wrote {args.suite_out}")
     return 0
