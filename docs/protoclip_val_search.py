@@ -22,8 +22,10 @@ Run (the data under $PROTOBENCH_DATA/mini-imagenet; extra ``pretrained`` for the
 A smoke check: add ``--episodes 5``. The CLIP-protocol choices of ``docs/drafts/protoclip-clip-protocol.toml``::
 
     python docs/protoclip_val_search.py --ways 16 --shots 1 2 4 8 16 --rest-as-queries --episodes 10 \
-        --tip-scale 7 300 --tip-steps 70 60 --fine-tune-epochs 10 20 40 --fine-tune-lrs 1e-4 1e-3 \
-        --fine-tune-episodes 3 --cache runs/val-features --out docs/protoclip-clip-protocol-val.json
+        --tip-scale 7 300 --tip-steps 70 60 --fine-tune-epochs 10 20 50 --fine-tune-lrs 1e-4 1e-3 \
+        --fine-tune-episodes 3 --cache runs/val-features --out docs/protoclip-clip-protocol-val.json \
+        --suite-out docs/drafts/protoclip-clip-protocol.toml --suite-name protoclip-clip-protocol --test-ways all \
+        --test-queries rest --test-episodes 3
 """
 
 from __future__ import annotations
