@@ -75,10 +75,10 @@ def suite_lines(encoder_params: dict, pick: dict, what: str, grid: str, search: 
 
 
 def fine_tuned_lines(what: str, encoder_params: dict, pick: dict, choice, episodes: ValidationEpisodes,
-                     seed: int) -> list[str]:
-    """The ``params`` and ``chosen_on`` lines of a fine-tuned method's suite entry."""
+                     seed: int, extra: dict) -> list[str]:
+    """The ``params`` (``extra`` last) and ``chosen_on`` lines of a fine-tuned method's suite entry."""
     params = {**encoder_params, "alpha": round(pick["alpha"], 10), "beta": round(pick["beta"], 10),
-              "epochs": choice.epochs, "lr": choice.lr}
+              "epochs": choice.epochs, "lr": choice.lr, **extra}
     chosen_on = (f"val: alpha/beta of the training-free pick; epochs x lr grid on {episodes.n_episodes} mini-ImageNet "
                  f"val episodes {episodes.spec.key}, key role_key('val', {seed}), digest {episodes.digest[:12]}; "
                  f"val accuracy {choice.accuracy:.4f}")
@@ -95,6 +95,7 @@ def test_table(ways: int, shot: int, queries: int, episodes: int) -> str:
     return f"{{ n_way = {ways}, n_shot = {shot}, n_query = {queries}, episodes = {episodes} }}"
 
 
+FINE_TUNED = ("proto-clip-f", "tip-adapter-f")
 CLIP_PROTOCOL_NOTE = "\n".join([
     "# The CLIP few-shot protocol on mini-ImageNet's test classes: each episode draws K shots of every class",
     "# and scores all their other images (no train split exists for these classes); the protocol's 3",
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tip-steps", type=int, nargs=2, default=(200, 20), metavar=("BETA", "ALPHA"))
     parser.add_argument("--fine-tune-epochs", type=int, nargs="*", default=[])
     parser.add_argument("--fine-tune-lrs", type=float, nargs="*", default=[])
+    parser.add_argument("--fine-tune-methods", nargs="+", choices=FINE_TUNED, default=list(FINE_TUNED),
+                        help="which fine-tuned learners' (epochs, lr) to choose (default: both)")
+    parser.add_argument("--train-views", type=int, default=10,
+                        help="Tip-Adapter-F's augmented views per support image (default 10)")
     parser.add_argument("--fine-tune-episodes", type=int, default=None,
                         help="episodes the fine-tuned grid is scored on (default: all of --episodes)")
     parser.add_argument("--cache", type=Path, default=None, help="a folder to keep the encoded features in")
@@ -226,18 +231,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.fine_tune_epochs:
             subset = episodes.first(args.fine_tune_episodes or args.episodes)
             search["fine_tuning"] = {}
-            for what, make_learner, pick in (("proto-clip-f", ProtoCLIPFLearner, search["proto_clip"]),
-                                             ("tip-adapter-f", TipAdapterFLearner, search["tip_adapter"])):
-                def make(epochs, lr, make_learner=make_learner, pick=pick):
+            for what, make_learner, pick, extra in (
+                    ("proto-clip-f", ProtoCLIPFLearner, search["proto_clip"], {}),
+                    ("tip-adapter-f", TipAdapterFLearner, search["tip_adapter"], {"train_views": args.train_views})):
+                if what not in args.fine_tune_methods:
+                    continue
+
+                def make(epochs, lr, make_learner=make_learner, pick=pick, extra=extra):
                     return make_learner(built.pair, alpha=pick["alpha"], beta=pick["beta"], epochs=epochs, lr=lr,
-                                        prompt=args.prompt, text_held_out=built.text_held_out, cache=cache)
+                                        prompt=args.prompt, text_held_out=built.text_held_out, cache=cache, **extra)
                 choice = choose_fine_tuning(make, subset, args.fine_tune_epochs, args.fine_tune_lrs)
                 search["fine_tuning"][what] = {
-                    "episodes": subset.n_episodes, "epochs": choice.epochs, "lr": choice.lr,
+                    **extra, "episodes": subset.n_episodes, "epochs": choice.epochs, "lr": choice.lr,
                     "val_accuracy": choice.accuracy,
                     "grid": [{"epochs": e, "lr": lr, "val_accuracy": a} for (e, lr), a in choice.accuracies.items()]}
                 print(f"  {what}: epochs {choice.epochs}, lr {choice.lr:g}, val accuracy {100 * choice.accuracy:.2f} %")
-                lines = fine_tuned_lines(what, encoder_params, pick, choice, subset, args.seed)
+                lines = fine_tuned_lines(what, encoder_params, pick, choice, subset, args.seed, extra)
                 print("\n".join("    " + line for line in lines))
                 entries.append((f"{what}-offline-{shot}shot", what, lines[1:], shot))
     args.out.parent.mkdir(parents=True, exist_ok=True)

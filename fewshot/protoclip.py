@@ -56,6 +56,8 @@ validation features (the code keeps the best epoch on its validation split).
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protobench.fewshot.encoders import ImageEncoder, TextEncoder
+from protobench.fewshot.feature_store import encoder_fingerprint, image_digest
 
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 BETAS = tuple(round(0.1 * i, 1) for i in range(1, 10)) + tuple(float(b) for b in range(1, 21))
@@ -124,6 +127,46 @@ def augment_crop_flip(images: torch.Tensor, generator: torch.Generator, *, scale
             crop = crop.flip(-1)
         out.append(crop[0])
     return torch.stack(out)
+
+
+class AugmentedViewEncoder:
+    """An :class:`~protobench.fewshot.encoders.ImageEncoder` that encodes augmented view ``view`` of each
+    image: :func:`augment_crop_flip` (``scale``) with a generator seeded from the image's own digest,
+    ``view`` and ``seed``, then ``base``.
+
+    The view of an image is the same whatever batch it comes in, so a
+    :class:`~protobench.fewshot.encoders.FeatureCache` can keep it like any other feature; the
+    ``fingerprint`` (for a store on disk) covers ``base``'s and the augmentation's settings.
+    """
+
+    def __init__(self, base: ImageEncoder, view: int, *, seed: int = 0,
+                 scale: tuple[float, float] = (0.5, 1.0)) -> None:
+        if isinstance(view, bool) or not isinstance(view, int) or view < 0:
+            raise ValueError(f"view must be a non-negative integer, got {view!r}")
+        self.base, self.view, self.seed, self.scale = base, view, int(seed), tuple(scale)
+        self.name = f"{base.name}+crop-flip-view{view}"
+        self.feature_dim = base.feature_dim
+
+    @property
+    def augmentation(self) -> str:
+        """The augmentation's settings, as the fingerprint records them."""
+        return f"crop-flip scale {self.scale[0]:g}-{self.scale[1]:g}, view {self.view}, seed {self.seed}"
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 (hex) of ``base``'s fingerprint and :attr:`augmentation`."""
+        return hashlib.sha256(f"{encoder_fingerprint(self.base)}\0{self.augmentation}".encode()).hexdigest()
+
+    def image_generator(self, image: torch.Tensor) -> torch.Generator:
+        """The generator of one image's view: seeded from its digest, ``view`` and ``seed``."""
+        key = hashlib.sha256(f"{image_digest(image)}:{self.view}:{self.seed}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``base``'s features (n, feature_dim) of each image's view."""
+        views = torch.cat([augment_crop_flip(image[None], self.image_generator(image), scale=self.scale)
+                           for image in images])
+        return self.base.encode_images(views)
 
 
 def visual_memory(encoder: ImageEncoder, images: torch.Tensor, generator: torch.Generator, *,

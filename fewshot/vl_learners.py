@@ -1,11 +1,11 @@
-"""Training-free few-shot learners on a frozen encoder pair (:mod:`protobench.fewshot.encoders`), for the
-runner's episodic protocol: Proto-CLIP, zero-shot text prototypes, Tip-Adapter and ProtoNet on frozen
-image features.
+"""Few-shot learners on a frozen encoder pair (:mod:`protobench.fewshot.encoders`), for the runner's
+episodic protocol: Proto-CLIP (and -F), zero-shot text prototypes, Tip-Adapter (and -F) and ProtoNet on
+frozen image features.
 
-Each is an :class:`~protobench.fewshot.learner.EmbeddingLearner`: ``embed`` gives the image encoder's
-L2-normalised features, kept in a :class:`~protobench.fewshot.encoders.FeatureCache` (by default the
-process-wide :data:`FEATURES`, so the units of one run encode each image once), and ``score`` scores
-a batch of episodes from them. With support features s, query features q and text prototypes T (the
+Each but Tip-Adapter-F is an :class:`~protobench.fewshot.learner.EmbeddingLearner`: ``embed`` gives
+the image encoder's L2-normalised features, kept in a :class:`~protobench.fewshot.encoders.FeatureCache`
+(by default the process-wide :data:`FEATURES`, so the units of one run encode each image once), and
+``score`` scores a batch of episodes from them. With support features s, query features q and text prototypes T (the
 normalised text features of ``prompt`` filled with each episode class's name):
 
 - :class:`ProtoCLIPFLearner`: the same scores after fine-tuning memories and adapter per episode;
@@ -15,7 +15,8 @@ normalised text features of ``prompt`` filled with each episode class's name):
 - :class:`ZeroShotTextLearner`: ``100 q T^T`` (:func:`protobench.fewshot.tip_adapter.zero_shot_logits`);
 - :class:`TipAdapterLearner`: ``100 q T^T + alpha exp(-beta (1 - q s^T)) onehot``
   (:func:`protobench.fewshot.tip_adapter.tip_adapter_logits`, keys the normalised support);
-- :class:`TipAdapterFLearner`: the same logits after fine-tuning the keys per episode;
+- :class:`TipAdapterFLearner`: the same logits after fine-tuning the keys per episode on augmented
+  views of its support images (a predicting learner: scored episode by episode);
 - :class:`ProtoNetFrozenLearner`: minus squared Euclidean distances to the support means
   (:func:`protobench.fewshot.protonet.prototype_logits`), image features only.
 
@@ -31,10 +32,12 @@ ImageNet-1k-pretrained on all 1000 classes) or ``"open_clip:<model>:<pretrained>
 :func:`choose_alpha_beta` picks Proto-CLIP's and Tip-Adapter's (alpha, beta) on validation episodes
 (:func:`validation_episodes`), :func:`choose_fine_tuning` the fine-tuned learners' epochs and lr.
 
-Departures from Proto-CLIP and Tip-Adapter: the support features are the cached features of the
-images themselves, not averaged over 10 augmented views (the visual memory of
+Departures from Proto-CLIP and Tip-Adapter: the support features (Proto-CLIP's visual memory,
+Tip-Adapter's and Tip-Adapter-F's initial keys) are the cached features of the images themselves,
+not averaged over 10 augmented views (the visual memory of
 :func:`protobench.fewshot.protoclip.visual_memory`), so the same features serve every method and
-episode; one prompt, not a template ensemble.
+episode; Tip-Adapter-F trains on ``train_views`` fixed augmented views per support image (cached
+like any feature) instead of fresh ones each epoch; one prompt, not a template ensemble.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import hashlib
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,10 +65,11 @@ from protobench.fewshot.encoders import (
 )
 from protobench.fewshot.episodes import EpisodeSpec
 from protobench.fewshot.evaluation import class_names_of, stack_images
-from protobench.fewshot.learner import EpisodeTask, TaskBatch
+from protobench.fewshot.learner import EmbeddingLearner, EpisodeTask, PredictingLearner, TaskBatch
 from protobench.fewshot.protoclip import (
     ADAPTERS,
     AlphaBetaSearch,
+    AugmentedViewEncoder,
     ProtoCLIPModel,
     class_prototypes,
     episode_log_probabilities,
@@ -337,40 +342,55 @@ class TipAdapterLearner(VisionLanguageLearner):
         return tip_adapter_logits(query.float(), keys, support_labels.long(), text, self.alpha, self.beta)
 
 
-class TipAdapterFLearner(TipAdapterLearner):
+class TipAdapterFLearner(VisionLanguageLearner):
     """Tip-Adapter-F in the episodic protocol: for each episode, the cache keys (the normalised support
-    features) are fine-tuned on that episode's support alone by cross-entropy of the Tip-Adapter logits
-    (:func:`protobench.fewshot.tip_adapter.fine_tune_keys`: AdamW at ``lr``, eps 1e-4, weight decay
-    0.01, cosine schedule, ``epochs`` passes, the last epoch's keys kept), then its queries scored.
-    Batches are shuffled with a generator seeded by :func:`episode_seed`, so a score depends on the
-    episode only. Arguments otherwise as :class:`TipAdapterLearner`'s.
+    features, Tip-Adapter's) are fine-tuned by cross-entropy of the Tip-Adapter logits on augmented
+    views of that episode's support images alone, then its queries scored.
+
+    Training (:func:`protobench.fewshot.tip_adapter.fine_tune_keys`): AdamW at ``lr``, eps 1e-4, weight
+    decay 0.01, cosine schedule, ``epochs`` passes, the last epoch's keys kept. Epoch e trains on view
+    e mod ``train_views`` of every support image (:class:`protobench.fewshot.protoclip.AugmentedViewEncoder`:
+    random resized crop, scale 0.5 to 1, and flip, fixed per image and view), standing in for the
+    code's fresh augmentation each epoch. Training on the support features themselves instead would
+    teach nothing: each support image's own key gives its class ``alpha`` x exp(0), far above the
+    rest, so its cross-entropy is near zero from the start.
+
+    A :class:`~protobench.fewshot.learner.PredictingLearner` (it has no ``embed``): the views need the
+    support images, so the runner hands it one episode at a time; every feature, views included, comes
+    from the feature cache, so each image and view is encoded once. Batches are shuffled with a
+    generator seeded by :func:`episode_seed`, so a score depends on the episode only. Arguments
+    otherwise as :class:`TipAdapterLearner`'s.
     """
 
-    def __init__(self, pair: EncoderPair, *, alpha: float, beta: float, epochs: int = 20, lr: float = 1e-3,
-                 prompt: str = DEFAULT_PROMPT, pretraining: str | None = None,
-                 text_held_out: Collection[str] | None = None, cache: FeatureCache | None = None) -> None:
-        super().__init__(pair, alpha=alpha, beta=beta, prompt=prompt, pretraining=pretraining,
-                         text_held_out=text_held_out, cache=cache)
-        _check_epochs_lr(epochs, lr)
-        self.epochs, self.lr = epochs, float(lr)
+    embed = None  # not an EmbeddingLearner: training needs the support images, not only their features
 
-    def score(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
-              task: TaskBatch) -> torch.Tensor:
-        """Logits (B, Q, n_way) with each episode's keys fine-tuned on its support (B, S, d)."""
-        text = self.text.of_task(task, "tip-adapter-f").to(query.device)
-        labels = support_labels.long().expand(support.shape[0], -1) if support_labels.dim() == 1 \
-            else support_labels.long()
-        logits = []
-        for index in range(support.shape[0]):
-            keys = F.normalize(support[index].float(), dim=-1)
-            with torch.enable_grad():
-                trained, _ = fine_tune_keys(keys, labels[index], text[index], keys, labels[index], self.alpha,
-                                            self.beta, n_epochs=self.epochs, lr=self.lr,
-                                            generator=torch.Generator().manual_seed(episode_seed(support[index])))
-            with torch.no_grad():
-                logits.append(tip_adapter_logits(query[index].float(), trained, labels[index], text[index],
-                                                 self.alpha, self.beta))
-        return torch.stack(logits)
+    def __init__(self, pair: EncoderPair, *, alpha: float, beta: float, epochs: int = 20, lr: float = 1e-3,
+                 train_views: int = 10, prompt: str = DEFAULT_PROMPT, pretraining: str | None = None,
+                 text_held_out: Collection[str] | None = None, cache: FeatureCache | None = None) -> None:
+        super().__init__(pair, prompt=prompt, pretraining=pretraining, text_held_out=text_held_out, cache=cache)
+        self.alpha, self.beta = _check_alpha_beta(alpha, beta, None)
+        _check_epochs_lr(epochs, lr)
+        if isinstance(train_views, bool) or not isinstance(train_views, int) or train_views < 1:
+            raise ValueError(f"train_views must be a positive integer, got {train_views!r}")
+        self.epochs, self.lr = epochs, float(lr)
+        self.views = [AugmentedViewEncoder(pair.image, view) for view in range(train_views)]
+
+    def predict(self, task: EpisodeTask) -> torch.Tensor:
+        """Logits (n_query, n_way) of one episode, its keys fine-tuned on views of its support images."""
+        names = None if task.class_names is None else (tuple(task.class_names),)
+        text = self.text.of_task(TaskBatch(task.n_way, np.asarray(task.classes, dtype=np.int64)[None], names),
+                                 "tip-adapter-f")[0]
+        labels = task.support_y.long()
+        support = self.cache.encode(self.image, task.support_x)
+        views = torch.stack([self.cache.encode(view, task.support_x) for view in self.views])
+        keys = F.normalize(support.float(), dim=-1)
+        with torch.enable_grad():
+            trained, _ = fine_tune_keys(keys, labels, text, views, labels, self.alpha, self.beta,
+                                        n_epochs=self.epochs, lr=self.lr,
+                                        generator=torch.Generator().manual_seed(episode_seed(support)))
+        with torch.no_grad():
+            return tip_adapter_logits(self.cache.encode(self.image, task.query_x).float(), trained, labels, text,
+                                      self.alpha, self.beta)
 
 
 class ProtoNetFrozenLearner(FrozenImageLearner):
@@ -495,6 +515,9 @@ class ValidationEpisodes:
     query: torch.Tensor
     query_labels: torch.Tensor
     task: TaskBatch
+    source: Any
+    support_indices: np.ndarray
+    query_indices: np.ndarray
 
     def first(self, count: int) -> ValidationEpisodes:
         """The first ``count`` episodes (``digest`` stays that of the whole draw)."""
@@ -504,7 +527,22 @@ class ValidationEpisodes:
         return replace(
             self, n_episodes=count, support=self.support[:count], support_labels=self.support_labels[:count],
             query=self.query[:count], query_labels=self.query_labels[:count],
-            task=replace(self.task, classes=self.task.classes[:count], class_names=names))
+            task=replace(self.task, classes=self.task.classes[:count], class_names=names),
+            support_indices=self.support_indices[:count], query_indices=self.query_indices[:count])
+
+    def accuracy(self, learner: EmbeddingLearner | PredictingLearner) -> float:
+        """``learner``'s accuracy over all queries of these episodes: scored from the features when it is
+        an embedding learner, else episode by episode from the source's images (``predict``)."""
+        if isinstance(learner, EmbeddingLearner):
+            scores = learner.score(self.support, self.support_labels, self.query, self.task)
+            return (scores.argmax(-1) == self.query_labels).double().mean().item()
+        correct = 0
+        for index in range(self.n_episodes):
+            task = EpisodeTask(stack_images(self.source, self.support_indices[index]), self.support_labels[index],
+                               stack_images(self.source, self.query_indices[index]), self.task.classes[index],
+                               None if self.task.class_names is None else self.task.class_names[index])
+            correct += (learner.predict(task).argmax(-1) == self.query_labels[index]).sum().item()
+        return correct / self.query_labels.numel()
 
 
 def validation_episodes(learner: VisionLanguageLearner, source, spec: EpisodeSpec, *, seed: int, n_episodes: int,
@@ -530,7 +568,7 @@ def validation_episodes(learner: VisionLanguageLearner, source, spec: EpisodeSpe
         spec, n_episodes, seed, sampler.digest(), gather(batch.support),
         torch.from_numpy(np.broadcast_to(batch.support_labels, batch.support.shape).copy()).long(), gather(batch.query),
         torch.from_numpy(np.broadcast_to(batch.query_labels, batch.query.shape).copy()).long(),
-        TaskBatch.of(batch.classes, names))
+        TaskBatch.of(batch.classes, names), source, batch.support, batch.query)
 
 
 @dataclass(frozen=True)
@@ -606,8 +644,6 @@ def choose_fine_tuning(make_learner: Callable[[int, float], VisionLanguageLearne
     accuracies = {}
     for epochs in sorted(epochs_grid):
         for lr in sorted(lr_grid):
-            learner = make_learner(epochs, lr)
-            scores = learner.score(episodes.support, episodes.support_labels, episodes.query, episodes.task)
-            accuracies[(epochs, lr)] = (scores.argmax(-1) == episodes.query_labels).double().mean().item()
+            accuracies[(epochs, lr)] = episodes.accuracy(make_learner(epochs, lr))
     (epochs, lr), accuracy = max(accuracies.items(), key=lambda item: (item[1], -item[0][0], -item[0][1]))
     return FineTuningChoice(epochs, lr, accuracy, accuracies)

@@ -240,6 +240,50 @@ def test_visual_memory_averages_augmented_passes():
         protoclip.visual_memory(encoder, images, gen(0), n_augment=0)
 
 
+class Pixels:
+    """Every pixel as a feature: any crop or flip changes it."""
+
+    name, feature_dim, fingerprint = "pixels", 3 * 8 * 8, "pixels: identity"
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode_images(self, images):
+        self.encoded += len(images)
+        return F.normalize(images.float().flatten(1), dim=-1)
+
+
+def test_augmented_view_is_fixed_per_image_and_view_whatever_the_batch():
+    images = torch.rand(5, 3, 8, 8, generator=gen(12))
+    view = protoclip.AugmentedViewEncoder(Pixels(), 0)
+    features = view.encode_images(images)
+    order = torch.tensor([3, 1])
+    torch.testing.assert_close(view.encode_images(images[order]), features[order])  # batch- and order-free
+    torch.testing.assert_close(protoclip.AugmentedViewEncoder(Pixels(), 0).encode_images(images), features)
+    clean = Pixels().encode_images(images)
+    assert ((features * clean).sum(-1) < 1 - 1e-4).any()  # a view is not the image
+    other_view = protoclip.AugmentedViewEncoder(Pixels(), 1).encode_images(images)
+    other_seed = protoclip.AugmentedViewEncoder(Pixels(), 0, seed=1).encode_images(images)
+    assert not torch.allclose(other_view, features) and not torch.allclose(other_seed, features)
+    assert view.feature_dim == Pixels.feature_dim and view.name == "pixels+crop-flip-view0"
+
+
+def test_augmented_views_are_fingerprinted_apart_and_stored_once(tmp_path):
+    from protobench.fewshot.encoders import FeatureCache
+
+    views = [protoclip.AugmentedViewEncoder(Pixels(), v) for v in (0, 1)]
+    prints = {Pixels.fingerprint, *(v.fingerprint for v in views),
+              protoclip.AugmentedViewEncoder(Pixels(), 0, scale=(0.8, 1.0)).fingerprint}
+    assert len(prints) == 4 and views[0].fingerprint == protoclip.AugmentedViewEncoder(Pixels(), 0).fingerprint
+    images = torch.rand(4, 3, 8, 8, generator=gen(13))
+    first = FeatureCache(tmp_path).encode(views[1], images)
+    again = protoclip.AugmentedViewEncoder(Pixels(), 1)
+    torch.testing.assert_close(FeatureCache(tmp_path).encode(again, images), first)
+    assert again.base.encoded == 0  # read from the store, not encoded again
+    with pytest.raises(ValueError, match="view must be"):
+        protoclip.AugmentedViewEncoder(Pixels(), -1)
+
+
 class PromptTable:
     name, feature_dim = "prompts", 2
 

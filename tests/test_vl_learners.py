@@ -20,9 +20,10 @@ from protobench.benchmarks.suite import load_suite
 from protobench.fewshot.datasets import TensorSource, load_omniglot_subset
 from protobench.fewshot.encoders import EncoderPair, FeatureCache
 from protobench.fewshot.episodes import EpisodeSpec
-from protobench.fewshot.evaluation import embed_source, episode_task, evaluate_cached
-from protobench.fewshot.learner import EmbeddingLearner, PredictingLearner, TaskBatch, missing_members
+from protobench.fewshot.evaluation import embed_source, episode_task, evaluate_cached, evaluate_per_episode
+from protobench.fewshot.learner import EmbeddingLearner, EpisodeTask, PredictingLearner, TaskBatch, missing_members
 from protobench.fewshot.sampler import EpisodeSampler
+from protobench.fewshot.tip_adapter import fine_tune_keys
 from protobench.fewshot.vl_learners import (
     MINI_IMAGENET_HELD_OUT,
     ProtoCLIPFLearner,
@@ -155,23 +156,51 @@ def test_proto_clip_f_fine_tunes_each_episode_alone_and_leaves_the_global_genera
     assert (scores - training_free).abs().max() > 1e-3  # the fine-tuning changed the scores
 
 
-def test_tip_adapter_f_fine_tunes_keys_per_episode_alone():
-    support, labels, query, task = episodes_problem(4)
-    learner = TipAdapterFLearner(tiny_pair(), alpha=1.5, beta=3.0, epochs=5, lr=1e-2, prompt=PROMPT)
+def image_episode(seed: int = 0, n_way: int = 4, shots: int = 2, queries: int = 5) -> EpisodeTask:
+    """An episode of random 1x12x12 images with named classes."""
+    g = torch.Generator().manual_seed(seed)
+    support = torch.rand(n_way * shots, 1, 12, 12, generator=g)
+    query = torch.rand(n_way * queries, 1, 12, 12, generator=g)
+    return EpisodeTask(support, torch.arange(n_way).repeat_interleave(shots), query, np.arange(n_way) + 3,
+                       tuple(f"class{c}" for c in range(3, 3 + n_way)))
+
+
+def test_tip_adapter_f_trains_on_views_of_its_support_episode_by_episode():
+    task = image_episode()
+    cache = FeatureCache()
+    learner = TipAdapterFLearner(tiny_pair(), alpha=1.5, beta=3.0, epochs=5, lr=1e-2, train_views=3, prompt=PROMPT,
+                                 cache=cache)
+    assert missing_members(learner) == "" and isinstance(learner, PredictingLearner)
+    assert not isinstance(learner, EmbeddingLearner)  # the runner hands it each episode's images
     state = torch.random.get_rng_state()
-    logits = learner.score(support, labels, query, task)
-    assert torch.equal(torch.random.get_rng_state(), state) and logits.shape == (3, 20, 4)
-    alone = TaskBatch(task.n_way, task.classes[2:3], task.class_names[2:3])
-    torch.testing.assert_close(learner.score(support[2:3], labels, query[2:3], alone), logits[2:3])
-    training_free = TipAdapterLearner(tiny_pair(), alpha=1.5, beta=3.0, prompt=PROMPT).score(support, labels, query,
-                                                                                           task)
+    logits = learner.predict(task)
+    assert torch.equal(torch.random.get_rng_state(), state) and logits.shape == (20, 4)
+    assert cache.encoded == 8 * (1 + 3) + 20  # support, its 3 views, queries: each once
+    torch.testing.assert_close(learner.predict(task), logits)
+    assert cache.encoded == 8 * (1 + 3) + 20
+    fresh = TipAdapterFLearner(tiny_pair(), alpha=1.5, beta=3.0, epochs=5, lr=1e-2, train_views=3, prompt=PROMPT)
+    torch.testing.assert_close(fresh.predict(task), logits)  # the episode alone fixes the score
+    training_free = TipAdapterLearner(tiny_pair(), alpha=1.5, beta=3.0, prompt=PROMPT).predict(task)
     assert (logits - training_free).abs().max() > 1e-3
-    support_logits = learner.score(support, labels, support, task)  # trained to fit its support
-    free_support = TipAdapterLearner(tiny_pair(), alpha=1.5, beta=3.0, prompt=PROMPT).score(support, labels, support,
-                                                                                          task)
-    target = labels.expand(3, -1)
-    assert F.cross_entropy(support_logits.flatten(0, 1), target.flatten()) < \
-        F.cross_entropy(free_support.flatten(0, 1), target.flatten())
+    one_view = TipAdapterFLearner(tiny_pair(), alpha=1.5, beta=3.0, epochs=5, lr=1e-2, train_views=1, prompt=PROMPT)
+    assert (one_view.predict(task) - logits).abs().max() > 1e-4  # the views are what it trains on
+
+
+def test_tip_adapter_f_keys_would_not_move_if_trained_on_the_support_itself():
+    """Why the views: a support image's own key gives its class alpha x exp(0), so with a large alpha its
+    cross-entropy is zero and so are the gradients (as measured on mini-ImageNet at the val-chosen alpha)."""
+    g = torch.Generator().manual_seed(1)
+    keys = F.normalize(torch.randn(8, 64, generator=g), dim=-1)
+    text = F.normalize(torch.randn(4, 64, generator=g), dim=-1)
+    labels = torch.arange(4).repeat_interleave(2)
+    trained, record = fine_tune_keys(keys, labels, text, keys, labels, 300.0, 5.0, n_epochs=5, lr=1e-2,
+                                     generator=torch.Generator().manual_seed(0))
+    assert max(record.losses) < 1e-6
+    assert (trained - keys).abs().max() < 1e-3  # weight decay alone moves them (by about 1e-4)
+    views = F.normalize(keys + 0.5 * torch.randn(8, 64, generator=g) / 8, dim=-1)  # cosine about 0.9 to the key
+    moved, record = fine_tune_keys(keys, labels, text, views, labels, 3.0, 5.0, n_epochs=5, lr=1e-2,
+                                   generator=torch.Generator().manual_seed(0))
+    assert record.losses[0] > 1e-3 and (moved - keys).abs().max() > 1e-2
 
 
 def test_proto_clip_f_refuses_bad_settings():
@@ -308,6 +337,14 @@ def test_choose_fine_tuning_keeps_the_grid_point_the_learner_reproduces():
     accuracy = evaluate_cached(best, embed_source(best, source), sampler, class_names=source.class_names).mean()
     assert accuracy == pytest.approx(choice.accuracy)
 
+    def make_tip(epochs: int, lr: float) -> TipAdapterFLearner:  # a predicting learner: scored from the images
+        return TipAdapterFLearner(pair, alpha=1.0, beta=3.0, epochs=epochs, lr=lr, train_views=2, cache=cache)
+
+    tip_choice = choose_fine_tuning(make_tip, head, epochs_grid=[2], lr_grid=[1e-2])
+    per_episode = evaluate_per_episode(make_tip(2, 1e-2), source, EpisodeSampler(source, spec, seed=5,
+                                                                                  n_episodes=6).episodes(0, 2))
+    assert tip_choice.accuracy == pytest.approx(per_episode.mean())
+
 
 def test_build_encoders_refuses_bad_encoder_params_before_loading_anything():
     with pytest.raises(ValueError, match="unknown encoder 'clip'"):
@@ -347,10 +384,10 @@ def tiny_proto_clip_f(input_shape: tuple[int, ...], device: str, alpha: float, b
                              cache=PAIR["cache"])
 
 
-def tiny_tip_f(input_shape: tuple[int, ...], device: str, alpha: float, beta: float,
-               epochs: int) -> TipAdapterFLearner:
-    return TipAdapterFLearner(PAIR["pair"], alpha=alpha, beta=beta, epochs=epochs, pretraining=PRETRAINED,
-                              cache=PAIR["cache"])
+def tiny_tip_f(input_shape: tuple[int, ...], device: str, alpha: float, beta: float, epochs: int,
+               train_views: int) -> TipAdapterFLearner:
+    return TipAdapterFLearner(PAIR["pair"], alpha=alpha, beta=beta, epochs=epochs, train_views=train_views,
+                              pretraining=PRETRAINED, cache=PAIR["cache"])
 
 
 def tiny_zero_shot(input_shape: tuple[int, ...], device: str) -> ZeroShotTextLearner:
@@ -383,7 +420,7 @@ params = { alpha = 0.5, beta = 2.0, epochs = 3 }
 
 [[methods]]
 method = "test-tiny-tip-f"
-params = { alpha = 1.0, beta = 3.0, epochs = 3 }
+params = { alpha = 1.0, beta = 3.0, epochs = 3, train_views = 2 }
 
 [[methods]]
 method = "test-tiny-zero-shot"
@@ -429,7 +466,8 @@ def test_a_suite_on_the_omniglot_subset_writes_valid_paired_results(tiny_methods
     assert proto["training"]["chosen_on"] == "val: a test" and proto["method"]["params"]["alpha"] == 0.5
     assert "chosen_on" not in next(r for r in results if r["method"]["name"] == "test-tiny-zero-shot")["training"]
     test_source = load_omniglot_subset("test")
-    assert 0 < PAIR["pair"].image.encoded <= len(test_source)  # one shared cache: the six units encode once
+    support_draws = 20 * 5 + 20 * 25  # tip-f's 2 views of each support image, at most
+    assert 0 < PAIR["pair"].image.encoded <= len(test_source) + 2 * support_draws  # one cache: six units encode once
     assert list((tmp_path / "out" / "feature-cache").rglob("*.safetensors"))
     names = set(test_source.class_names)
     assert PAIR["pair"].text.seen and all(t.startswith("a photo of a ") and t[13:-1].replace(" ", "_") in names
