@@ -93,12 +93,17 @@ def episode_task(source, episode: Episode, class_names: list[str] | None = None)
 
 
 @torch.no_grad()
-def evaluate_per_episode(learner: PredictingLearner, source, episodes: Iterable[Episode]) -> np.ndarray:
-    """Per-episode accuracy from ``learner.predict`` on each episode's own images (the reference loop)."""
+def evaluate_per_episode(learner: PredictingLearner, source, episodes: Iterable[Episode],
+                         progress=None) -> np.ndarray:
+    """Per-episode accuracy from ``learner.predict`` on each episode's own images (the reference loop);
+    ``progress`` (a :func:`~protobench.fewshot.progress.progress_bar`) is advanced once per episode."""
     names = class_names_of(source)
-    accuracies = [float(_accuracy(learner.predict(episode_task(source, episode, names)),
-                                  torch.from_numpy(episode.query_labels)))
-                  for episode in episodes]
+    accuracies = []
+    for episode in episodes:
+        accuracies.append(float(_accuracy(learner.predict(episode_task(source, episode, names)),
+                                          torch.from_numpy(episode.query_labels))))
+        if progress is not None:
+            progress.update(1)
     return np.asarray(accuracies, dtype=np.float64)
 
 

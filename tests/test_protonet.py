@@ -11,6 +11,7 @@ from protobench.fewshot.backbones import Conv4
 from protobench.fewshot.datasets import TensorSource, load_digits_source
 from protobench.fewshot.evaluation import embed_source, episode_task, evaluate_cached, evaluate_per_episode
 from protobench.fewshot.metrics import mean_ci95
+from protobench.fewshot.progress import progress_bar
 from protobench.fewshot.protonet import PrototypicalNetwork, prototype_logits
 from protobench.fewshot.training import TrainingContext
 
@@ -44,8 +45,9 @@ def test_batched_cached_evaluation_equals_per_episode_loop(digits_and_learner, s
     source, learner = digits_and_learner
     sampler = EpisodeSampler(source, spec, seed=11, n_episodes=60)
     cached = evaluate_cached(learner, embed_source(learner, source), sampler, chunk=16)
-    looped = evaluate_per_episode(learner, source, sampler.episodes())
-    assert cached.shape == (60,)
+    bar = progress_bar(60, "score", "episode", enabled=False)
+    looped = evaluate_per_episode(learner, source, sampler.episodes(), progress=bar)
+    assert cached.shape == (60,) and bar.n == 60
     np.testing.assert_array_equal(cached, looped)
     assert 0.2 < cached.mean() < 1.0  # an untrained Conv-4 is better than chance on digits
 

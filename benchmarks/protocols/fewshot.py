@@ -278,7 +278,10 @@ class FewShotProtocol:
                     accuracies = evaluate_cached(learner, embeddings, sampler, chunk=EVAL_CHUNK, episodes=mine,
                                                  class_names=names)
                 else:
-                    accuracies = evaluate_per_episode(learner, test_source, sampler.episodes(mine.start, mine.stop))
+                    with progress_bar(len(mine), f"score {unit.name} {output.test.spec.key}", "episode",
+                                      enabled=run.progress and world()[0] == 0, leave=False) as bar:
+                        accuracies = evaluate_per_episode(learner, test_source, sampler.episodes(mine.start, mine.stop),
+                                                          progress=bar)
             accuracies = gather_concatenated(accuracies)
             yield output, fewshot_result(
                 unit=unit, output=output, benchmark=data, learner=learner, sampler=sampler, accuracies=accuracies,
