@@ -213,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = EpisodeSpec(args.ways, shot, smallest_class - shot if args.rest_as_queries else args.queries)
         print(f"{spec.key}: encoding and searching {args.episodes} val episodes ...", flush=True)
         episodes = validation_episodes(learner, source, spec, seed=key, n_episodes=args.episodes)
-        found = choose_alpha_beta(learner, source, spec, seed=key, n_episodes=args.episodes, tip_betas=tip_betas,
-                                  tip_alphas=tip_alphas, episodes=episodes)
+        found = choose_alpha_beta(learner, episodes, tip_betas=tip_betas, tip_alphas=tip_alphas)
         search = found.to_dict()
         report["searches"].append(search)
         for what, grid, pick in (("proto-clip", "Proto-CLIP code's grid (alpha 0-1 x beta 0.1-20)",

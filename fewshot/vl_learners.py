@@ -598,30 +598,23 @@ class ValidationSearch:
                                                    len(self.tip_adapter.betas)]}}}
 
 
-def choose_alpha_beta(learner: VisionLanguageLearner, source, spec: EpisodeSpec, *, seed: int, n_episodes: int,
-                      batch_size: int = 256, tip_betas: Sequence[float] | None = None,
-                      tip_alphas: Sequence[float] | None = None,
-                      episodes: ValidationEpisodes | None = None) -> ValidationSearch:
+def choose_alpha_beta(learner: VisionLanguageLearner, episodes: ValidationEpisodes, *,
+                      tip_betas: Sequence[float] | None = None,
+                      tip_alphas: Sequence[float] | None = None) -> ValidationSearch:
     """Proto-CLIP's (:func:`protobench.fewshot.protoclip.search_alpha_beta`, the code's grid) and
     Tip-Adapter's (:func:`protobench.fewshot.tip_adapter.search_tip_adapter`, its code's grid unless
-    ``tip_betas`` / ``tip_alphas``) best (alpha, beta) on ``n_episodes`` episodes of ``spec`` from a
-    *validation* ``source``, drawn and encoded by :func:`validation_episodes` (or given as
-    ``episodes``, which must match ``spec``, ``seed`` and ``n_episodes``).
+    ``tip_betas`` / ``tip_alphas``) best (alpha, beta) on validation ``episodes`` (drawn and encoded by
+    :func:`validation_episodes`).
 
-    ``learner``'s encoders, prompt, text hold-out and feature cache are used (any of the three
-    vision-language learners; its alpha and beta are not). Accuracy is over all queries of all episodes.
+    ``learner``'s prompt and text hold-out give the text prototypes (any of the vision-language
+    learners; its alpha and beta are not used). Accuracy is over all queries of all episodes.
     """
-    if episodes is None:
-        episodes = validation_episodes(learner, source, spec, seed=seed, n_episodes=n_episodes,
-                                       batch_size=batch_size)
-    elif (episodes.spec, episodes.seed, episodes.n_episodes) != (spec, seed, n_episodes):
-        raise ValueError("the given validation episodes are not those of this spec, seed and n_episodes")
     text = learner.text.of_task(episodes.task, "choose_alpha_beta")
-    image = class_prototypes(episodes.support, episodes.support_labels, spec.n_way)
+    image = class_prototypes(episodes.support, episodes.support_labels, episodes.spec.n_way)
     proto = search_alpha_beta(episodes.query, episodes.query_labels, image, text)
     tip = search_tip_adapter(episodes.query, episodes.query_labels, F.normalize(episodes.support, dim=-1),
                              episodes.support_labels, text, betas=tip_betas, alphas=tip_alphas)
-    return ValidationSearch(spec, n_episodes, seed, episodes.digest, proto, tip)
+    return ValidationSearch(episodes.spec, episodes.n_episodes, episodes.seed, episodes.digest, proto, tip)
 
 
 @dataclass(frozen=True)
