@@ -14,6 +14,8 @@ from protobench.fewshot.encoders import DEFAULT_PROMPT
 from protobench.fewshot.protonet import PrototypicalNetwork
 from protobench.fewshot.vl_learners import (
     OFFLINE_ENCODER,
+    TIP_F_INIT_ALPHA,
+    TIP_F_INIT_BETA,
     ProtoCLIPFLearner,
     ProtoCLIPLearner,
     ProtoNetFrozenLearner,
@@ -82,14 +84,16 @@ def tip_adapter(input_shape: tuple[int, ...], device: str, alpha: float, beta: f
 
 @register_method("tip-adapter-f")
 def tip_adapter_f(input_shape: tuple[int, ...], device: str, alpha: float, beta: float, epochs: int = 20,
-                  lr: float = 1e-3, train_views: int = 10, encoder: str = OFFLINE_ENCODER,
-                  prompt: str = DEFAULT_PROMPT, ridge: float | None = None,
-                  resolution: int | None = None) -> TipAdapterFLearner:
-    """Tip-Adapter-F (Zhang et al. 2022): Tip-Adapter with its cache keys fine-tuned on augmented views
-    (``train_views`` per image) of each episode's support."""
+                  lr: float = 1e-3, train_views: int = 10, train_alpha: float = TIP_F_INIT_ALPHA,
+                  train_beta: float = TIP_F_INIT_BETA, encoder: str = OFFLINE_ENCODER, prompt: str = DEFAULT_PROMPT,
+                  ridge: float | None = None, resolution: int | None = None) -> TipAdapterFLearner:
+    """Tip-Adapter-F (Zhang et al. 2022): Tip-Adapter with its cache keys fine-tuned (at ``train_alpha``,
+    ``train_beta``) on augmented views (``train_views`` per image) of each episode's support, then
+    scored at ``alpha``, ``beta``."""
     built = build_encoders(encoder, device=device, prompt=prompt, ridge=ridge, resolution=resolution)
     return TipAdapterFLearner(built.pair, alpha=alpha, beta=beta, epochs=epochs, lr=lr, train_views=train_views,
-                              prompt=prompt, pretraining=built.pretraining, text_held_out=built.text_held_out)
+                              train_alpha=train_alpha, train_beta=train_beta, prompt=prompt,
+                              pretraining=built.pretraining, text_held_out=built.text_held_out)
 
 
 @register_method("protonet-frozen")

@@ -7,9 +7,11 @@ same episodes (:func:`protobench.fewshot.vl_learners.choose_alpha_beta`: Proto-C
 0..1 x beta 0.1..20, Tip-Adapter's beta 0.1..7 x alpha 0.1..3). It prints each pick with the
 ``params`` and ``chosen_on`` lines to paste into ``docs/drafts/protoclip-mini-imagenet.toml``,
 and writes them as JSON. With ``--fine-tune-epochs`` and ``--fine-tune-lrs`` it then chooses
-Proto-CLIP-F's and Tip-Adapter-F's (epochs, lr) on the first ``--fine-tune-episodes`` of the same
-episodes, each at its training-free pick of (alpha, beta)
-(:func:`protobench.fewshot.vl_learners.choose_fine_tuning`).
+Proto-CLIP-F's (epochs, lr) at its training-free pick of (alpha, beta)
+(:func:`protobench.fewshot.vl_learners.choose_fine_tuning`) and Tip-Adapter-F's (epochs, lr, alpha,
+beta), its keys trained at the code's initial (alpha, beta) and (alpha, beta) searched again after
+training as the code does (:func:`protobench.fewshot.vl_learners.choose_tip_adapter_f`), on the first
+``--fine-tune-episodes`` of the same episodes; ``--fine-tune-methods`` limits this to one of them.
 
 ``--rest-as-queries`` makes every image of an episode class that is not a shot a query (the CLIP
 few-shot protocol's "whole split": ``n_query`` = the smallest class's size minus the shots), and
@@ -48,6 +50,8 @@ from protobench.fewshot.vl_learners import (
     MINI_IMAGENET_HELD_OUT,
     OFFLINE_ENCODER,
     OFFLINE_RESOLUTION,
+    TIP_F_INIT_ALPHA,
+    TIP_F_INIT_BETA,
     ProtoCLIPFLearner,
     TipAdapterFLearner,
     ValidationEpisodes,
@@ -55,6 +59,7 @@ from protobench.fewshot.vl_learners import (
     build_encoders,
     choose_alpha_beta,
     choose_fine_tuning,
+    choose_tip_adapter_f,
     validation_episodes,
 )
 
@@ -75,11 +80,12 @@ def suite_lines(encoder_params: dict, pick: dict, what: str, grid: str, search: 
 
 
 def fine_tuned_lines(what: str, encoder_params: dict, pick: dict, choice, episodes: ValidationEpisodes,
-                     seed: int, extra: dict) -> list[str]:
-    """The ``params`` (``extra`` last) and ``chosen_on`` lines of a fine-tuned method's suite entry."""
+                     seed: int, extra: dict, how: str) -> list[str]:
+    """The ``params`` (``extra`` last) and ``chosen_on`` lines of a fine-tuned method's suite entry; ``how``
+    says where its alpha and beta come from."""
     params = {**encoder_params, "alpha": round(pick["alpha"], 10), "beta": round(pick["beta"], 10),
               "epochs": choice.epochs, "lr": choice.lr, **extra}
-    chosen_on = (f"val: alpha/beta of the training-free pick; epochs x lr grid on {episodes.n_episodes} mini-ImageNet "
+    chosen_on = (f"val: {how}; epochs x lr grid on {episodes.n_episodes} mini-ImageNet "
                  f"val episodes {episodes.spec.key}, key role_key('val', {seed}), digest {episodes.digest[:12]}; "
                  f"val accuracy {choice.accuracy:.4f}")
     return [f"# {what}, {episodes.spec.key}",
@@ -239,13 +245,22 @@ def main(argv: list[str] | None = None) -> int:
                 def make(epochs, lr, make_learner=make_learner, pick=pick, extra=extra):
                     return make_learner(built.pair, alpha=pick["alpha"], beta=pick["beta"], epochs=epochs, lr=lr,
                                         prompt=args.prompt, text_held_out=built.text_held_out, cache=cache, **extra)
-                choice = choose_fine_tuning(make, subset, args.fine_tune_epochs, args.fine_tune_lrs)
+                if what == "tip-adapter-f":  # as its code: keys trained at its init values, then alpha/beta searched
+                    choice = choose_tip_adapter_f(make, subset, args.fine_tune_epochs, args.fine_tune_lrs,
+                                                  betas=tip_betas, alphas=tip_alphas)
+                    pick = {"alpha": choice.alpha, "beta": choice.beta}
+                    how = (f"keys trained at alpha {TIP_F_INIT_ALPHA:g}, beta {TIP_F_INIT_BETA:g} (the code's init), "
+                           f"then alpha/beta searched on the {tip_grid_text}")
+                else:
+                    choice = choose_fine_tuning(make, subset, args.fine_tune_epochs, args.fine_tune_lrs)
+                    how = "alpha/beta of the training-free pick"
                 search["fine_tuning"][what] = {
-                    **extra, "episodes": subset.n_episodes, "epochs": choice.epochs, "lr": choice.lr,
+                    **extra, **pick, "episodes": subset.n_episodes, "epochs": choice.epochs, "lr": choice.lr,
                     "val_accuracy": choice.accuracy,
                     "grid": [{"epochs": e, "lr": lr, "val_accuracy": a} for (e, lr), a in choice.accuracies.items()]}
-                print(f"  {what}: epochs {choice.epochs}, lr {choice.lr:g}, val accuracy {100 * choice.accuracy:.2f} %")
-                lines = fine_tuned_lines(what, encoder_params, pick, choice, subset, args.seed, extra)
+                print(f"  {what}: epochs {choice.epochs}, lr {choice.lr:g}, alpha {pick['alpha']:g}, beta "
+                      f"{pick['beta']:g}, val accuracy {100 * choice.accuracy:.2f} %")
+                lines = fine_tuned_lines(what, encoder_params, pick, choice, subset, args.seed, extra, how)
                 print("\n".join("    " + line for line in lines))
                 entries.append((f"{what}-offline-{shot}shot", what, lines[1:], shot))
     args.out.parent.mkdir(parents=True, exist_ok=True)

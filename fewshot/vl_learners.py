@@ -342,18 +342,24 @@ class TipAdapterLearner(VisionLanguageLearner):
         return tip_adapter_logits(query.float(), keys, support_labels.long(), text, self.alpha, self.beta)
 
 
+TIP_F_INIT_ALPHA, TIP_F_INIT_BETA = 1.17, 1.0  # Tip-Adapter's configs/imagenet.yaml init_alpha, init_beta
+
+
 class TipAdapterFLearner(VisionLanguageLearner):
     """Tip-Adapter-F in the episodic protocol: for each episode, the cache keys (the normalised support
     features, Tip-Adapter's) are fine-tuned by cross-entropy of the Tip-Adapter logits on augmented
-    views of that episode's support images alone, then its queries scored.
+    views of that episode's support images alone, then its queries scored with ``alpha`` and ``beta``.
 
-    Training (:func:`protobench.fewshot.tip_adapter.fine_tune_keys`): AdamW at ``lr``, eps 1e-4, weight
-    decay 0.01, cosine schedule, ``epochs`` passes, the last epoch's keys kept. Epoch e trains on view
-    e mod ``train_views`` of every support image (:class:`protobench.fewshot.protoclip.AugmentedViewEncoder`:
+    Training (:func:`protobench.fewshot.tip_adapter.fine_tune_keys`), as the code: the logits at
+    ``train_alpha`` and ``train_beta`` (the code's ``init_alpha`` / ``init_beta``; defaults those of
+    its ImageNet config), AdamW at ``lr``, eps 1e-4, weight decay 0.01, cosine schedule, ``epochs``
+    passes, the last epoch's keys kept; the code then searches (alpha, beta) again for the trained
+    keys, which :func:`choose_tip_adapter_f` does on validation episodes. Epoch e trains on view e mod
+    ``train_views`` of every support image (:class:`protobench.fewshot.protoclip.AugmentedViewEncoder`:
     random resized crop, scale 0.5 to 1, and flip, fixed per image and view), standing in for the
-    code's fresh augmentation each epoch. Training on the support features themselves instead would
-    teach nothing: each support image's own key gives its class ``alpha`` x exp(0), far above the
-    rest, so its cross-entropy is near zero from the start.
+    code's fresh augmentation each epoch. Training on the support features themselves would teach
+    nothing: each support image's own key gives its class ``alpha`` x exp(0), so its cross-entropy
+    is zero from the start.
 
     A :class:`~protobench.fewshot.learner.PredictingLearner` (it has no ``embed``): the views need the
     support images, so the runner hands it one episode at a time; every feature, views included, comes
@@ -365,18 +371,20 @@ class TipAdapterFLearner(VisionLanguageLearner):
     embed = None  # not an EmbeddingLearner: training needs the support images, not only their features
 
     def __init__(self, pair: EncoderPair, *, alpha: float, beta: float, epochs: int = 20, lr: float = 1e-3,
-                 train_views: int = 10, prompt: str = DEFAULT_PROMPT, pretraining: str | None = None,
+                 train_views: int = 10, train_alpha: float = TIP_F_INIT_ALPHA, train_beta: float = TIP_F_INIT_BETA,
+                 prompt: str = DEFAULT_PROMPT, pretraining: str | None = None,
                  text_held_out: Collection[str] | None = None, cache: FeatureCache | None = None) -> None:
         super().__init__(pair, prompt=prompt, pretraining=pretraining, text_held_out=text_held_out, cache=cache)
         self.alpha, self.beta = _check_alpha_beta(alpha, beta, None)
+        self.train_alpha, self.train_beta = _check_alpha_beta(train_alpha, train_beta, None)
         _check_epochs_lr(epochs, lr)
         if isinstance(train_views, bool) or not isinstance(train_views, int) or train_views < 1:
             raise ValueError(f"train_views must be a positive integer, got {train_views!r}")
         self.epochs, self.lr = epochs, float(lr)
         self.views = [AugmentedViewEncoder(pair.image, view) for view in range(train_views)]
 
-    def predict(self, task: EpisodeTask) -> torch.Tensor:
-        """Logits (n_query, n_way) of one episode, its keys fine-tuned on views of its support images."""
+    def fine_tuned(self, task: EpisodeTask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One episode's trained keys (S, d), its text prototypes (n_way, d) and query features (Q, d)."""
         names = None if task.class_names is None else (tuple(task.class_names),)
         text = self.text.of_task(TaskBatch(task.n_way, np.asarray(task.classes, dtype=np.int64)[None], names),
                                  "tip-adapter-f")[0]
@@ -385,12 +393,16 @@ class TipAdapterFLearner(VisionLanguageLearner):
         views = torch.stack([self.cache.encode(view, task.support_x) for view in self.views])
         keys = F.normalize(support.float(), dim=-1)
         with torch.enable_grad():
-            trained, _ = fine_tune_keys(keys, labels, text, views, labels, self.alpha, self.beta,
+            trained, _ = fine_tune_keys(keys, labels, text, views, labels, self.train_alpha, self.train_beta,
                                         n_epochs=self.epochs, lr=self.lr,
                                         generator=torch.Generator().manual_seed(episode_seed(support)))
+        return trained, text, self.cache.encode(self.image, task.query_x).float()
+
+    def predict(self, task: EpisodeTask) -> torch.Tensor:
+        """Logits (n_query, n_way) of one episode, its keys fine-tuned on views of its support images."""
+        keys, text, query = self.fine_tuned(task)
         with torch.no_grad():
-            return tip_adapter_logits(self.cache.encode(self.image, task.query_x).float(), trained, labels, text,
-                                      self.alpha, self.beta)
+            return tip_adapter_logits(query, keys, task.support_y.long(), text, self.alpha, self.beta)
 
 
 class ProtoNetFrozenLearner(FrozenImageLearner):
@@ -536,13 +548,15 @@ class ValidationEpisodes:
         if isinstance(learner, EmbeddingLearner):
             scores = learner.score(self.support, self.support_labels, self.query, self.task)
             return (scores.argmax(-1) == self.query_labels).double().mean().item()
-        correct = 0
-        for index in range(self.n_episodes):
-            task = EpisodeTask(stack_images(self.source, self.support_indices[index]), self.support_labels[index],
-                               stack_images(self.source, self.query_indices[index]), self.task.classes[index],
-                               None if self.task.class_names is None else self.task.class_names[index])
-            correct += (learner.predict(task).argmax(-1) == self.query_labels[index]).sum().item()
+        correct = sum((learner.predict(self.episode_task(index)).argmax(-1) == self.query_labels[index]).sum().item()
+                      for index in range(self.n_episodes))
         return correct / self.query_labels.numel()
+
+    def episode_task(self, index: int) -> EpisodeTask:
+        """Episode ``index`` with its images, as the runner hands it to a predicting learner."""
+        return EpisodeTask(stack_images(self.source, self.support_indices[index]), self.support_labels[index],
+                           stack_images(self.source, self.query_indices[index]), self.task.classes[index],
+                           None if self.task.class_names is None else self.task.class_names[index])
 
 
 def validation_episodes(learner: VisionLanguageLearner, source, spec: EpisodeSpec, *, seed: int, n_episodes: int,
@@ -627,6 +641,46 @@ class FineTuningChoice:
     lr: float
     accuracy: float
     accuracies: dict
+
+
+@dataclass(frozen=True)
+class TipAdapterFChoice:
+    """Tip-Adapter-F's choice on validation episodes: for each (epochs, lr) the keys are trained per
+    episode and (alpha, beta) searched for them; ``accuracies[(epochs, lr)]`` is the best accuracy over
+    all queries of that search, ``alpha``, ``beta``, ``epochs``, ``lr`` the best of all (ties as in
+    :class:`FineTuningChoice`, then the search's first best)."""
+
+    epochs: int
+    lr: float
+    alpha: float
+    beta: float
+    accuracy: float
+    accuracies: dict
+
+
+def choose_tip_adapter_f(make_learner: Callable[[int, float], TipAdapterFLearner], episodes: ValidationEpisodes,
+                         epochs_grid: Sequence[int], lr_grid: Sequence[float], *,
+                         betas: Sequence[float] | None = None,
+                         alphas: Sequence[float] | None = None) -> TipAdapterFChoice:
+    """As the code after training: for each (epochs, lr) of the grids, ``make_learner(epochs, lr)``'s keys
+    trained on each validation episode's support (at its ``train_alpha`` / ``train_beta``), then
+    (alpha, beta) searched over ``betas`` x ``alphas`` (:func:`protobench.fewshot.tip_adapter.tip_grid`'s by
+    default) on all the episodes' queries at once; the best (epochs, lr, alpha, beta) is kept."""
+    picks = {}
+    for epochs in sorted(epochs_grid):
+        for lr in sorted(lr_grid):
+            learner = make_learner(epochs, lr)
+            grid, found = None, None
+            for index in range(episodes.n_episodes):
+                keys, text, query = learner.fine_tuned(episodes.episode_task(index))
+                found = search_tip_adapter(query, episodes.query_labels[index], keys,
+                                           episodes.support_labels[index], text, betas=betas, alphas=alphas)
+                grid = found.accuracies if grid is None else grid + found.accuracies
+            i, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
+            picks[(epochs, lr)] = (float(grid[i, j] / episodes.n_episodes), found.alphas[j], found.betas[i])
+    (epochs, lr), (accuracy, alpha, beta) = max(picks.items(),
+                                                key=lambda item: (item[1][0], -item[0][0], -item[0][1]))
+    return TipAdapterFChoice(epochs, lr, alpha, beta, accuracy, {key: value[0] for key, value in picks.items()})
 
 
 def choose_fine_tuning(make_learner: Callable[[int, float], VisionLanguageLearner], episodes: ValidationEpisodes,

@@ -36,6 +36,7 @@ from protobench.fewshot.vl_learners import (
     build_encoders,
     choose_alpha_beta,
     choose_fine_tuning,
+    choose_tip_adapter_f,
     class_prompts,
     offline_pretraining,
     validation_episodes,
@@ -207,9 +208,11 @@ def test_proto_clip_f_refuses_bad_settings():
     for bad in ({"adapter": "mlp"}, {"epochs": 0}, {"epochs": 1.5}, {"lr": 0}, {"train_text_memory": "yes"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ProtoCLIPFLearner(tiny_pair(), alpha=0.5, beta=2.0, **bad)
-    for bad in ({"epochs": 0}, {"lr": -1.0}):
+    for bad in ({"epochs": 0}, {"lr": -1.0}, {"train_views": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TipAdapterFLearner(tiny_pair(), alpha=0.5, beta=2.0, **bad)
+    with pytest.raises(ValueError, match="beta > 0"):
+        TipAdapterFLearner(tiny_pair(), alpha=0.5, beta=2.0, train_beta=0.0)
 
 
 def test_protonet_frozen_is_minus_squared_distance_to_support_means_and_needs_no_names():
@@ -343,6 +346,26 @@ def test_choose_fine_tuning_keeps_the_grid_point_the_learner_reproduces():
     per_episode = evaluate_per_episode(make_tip(2, 1e-2), source, EpisodeSampler(source, spec, seed=5,
                                                                                   n_episodes=6).episodes(0, 2))
     assert tip_choice.accuracy == pytest.approx(per_episode.mean())
+
+
+def test_choose_tip_adapter_f_searches_alpha_beta_for_the_trained_keys():
+    source, spec = named_source(), EpisodeSpec(4, 2, 3)
+    pair, cache = tiny_pair(), FeatureCache()
+    episodes = validation_episodes(ZeroShotTextLearner(pair, cache=cache), source, spec, seed=6, n_episodes=4)
+
+    def make(epochs: int, lr: float, alpha: float = 1.0, beta: float = 1.0) -> TipAdapterFLearner:
+        return TipAdapterFLearner(pair, alpha=alpha, beta=beta, epochs=epochs, lr=lr, train_views=2,
+                                  train_alpha=2.0, train_beta=1.5, cache=cache)
+
+    betas, alphas = [0.5, 2.0, 6.0], [0.1, 1.0, 30.0]
+    choice = choose_tip_adapter_f(make, episodes, [1, 3], [1e-2], betas=betas, alphas=alphas)
+    assert sorted(choice.accuracies) == [(1, 1e-2), (3, 1e-2)] and choice.alpha in alphas and choice.beta in betas
+    assert choice.accuracy == max(choice.accuracies.values()) == choice.accuracies[(choice.epochs, choice.lr)]
+    best = make(choice.epochs, choice.lr, choice.alpha, choice.beta)  # trained as searched, scored at the pick
+    assert episodes.accuracy(best) == pytest.approx(choice.accuracy)
+    for alpha in alphas:
+        for beta in betas:
+            assert episodes.accuracy(make(choice.epochs, choice.lr, alpha, beta)) <= choice.accuracy + 1e-12
 
 
 def test_build_encoders_refuses_bad_encoder_params_before_loading_anything():
