@@ -11,7 +11,10 @@ cache keys K (S, d) (the normalised support features, in the code averaged over 
 - Tip-Adapter-F: the same with the keys K fine-tuned (:func:`fine_tune_keys`: cross-entropy, AdamW
   lr 1e-3, eps 1e-4, PyTorch's default weight decay 0.01 as in the code, cosine annealing over all
   steps, batches of 256, 20 epochs; the training features may be several augmented views of the
-  support, one per epoch in turn, standing in for the code's fresh augmentation every epoch).
+  support, one per epoch in turn, standing in for the code's fresh augmentation every epoch). The
+  code trains at fixed initial values (``init_alpha``, ``init_beta``: 1.17 and 1 for ImageNet) and
+  searches (alpha, beta) again for the trained keys afterwards
+  (:func:`protobench.fewshot.vl_learners.choose_tip_adapter_f` does so on validation episodes).
 
 :func:`search_tip_adapter` is the code's grid search (beta outer, alpha inner, first strictly
 best); the code's default grid is ``tip_grid((7, 3), (200, 20))``. The few-shot ProtoNet baseline
