@@ -137,6 +137,7 @@ def _cmd_run(args) -> int:
     import torch
 
     from protobench.benchmarks.distributed import close, init_from_environment, world
+    from protobench.benchmarks.registry import MethodParamsError
     from protobench.benchmarks.runner import SuiteError, check_suite, run_suite
     from protobench.benchmarks.suite import load_suite
 
@@ -160,7 +161,7 @@ def _cmd_run(args) -> int:
     out_dir = Path(args.out)
     try:
         results = run_suite(suite, out_dir=out_dir, data_root=data_root, device=device, progress=not args.quiet)
-    except (OSError, SuiteError) as error:
+    except (OSError, SuiteError, MethodParamsError) as error:
         print(f"suite {suite.name}: {error}", file=sys.stderr)
         return 2
     finally:

@@ -94,6 +94,10 @@ class ContractError(TypeError):
     """A method's learner does not satisfy the protocol of its kind."""
 
 
+class MethodParamsError(ValueError):
+    """A method's factory refused the values of its params (its ValueError, named after the method)."""
+
+
 def _product_class(factory: Callable) -> type | None:
     """The class a factory builds, when it says so (a class, or a return annotation naming one)."""
     if inspect.isclass(factory):
@@ -209,8 +213,12 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def build_method(name: str, input_shape: tuple[int, ...], device: str, **params):
-    """Build method ``name``'s learner and check it against its protocol (ContractError if not)."""
+    """Build method ``name``'s learner and check it against its protocol (ContractError if not); a
+    ValueError of the factory (a param value it refuses) comes back as :class:`MethodParamsError`."""
     method = get_method(name)
-    learner = method.factory(input_shape, device, **params)
+    try:
+        learner = method.factory(input_shape, device, **params)
+    except ValueError as error:
+        raise MethodParamsError(f"method {name!r}: {error}") from error
     _check(name, method.kind, learner)
     return learner

@@ -140,6 +140,9 @@ class OpenCLIPEncoder:
         a local checkpoint file, or None for random weights. The encoder's ``name`` records both.
         """
         open_clip = _import("open_clip", "open_clip_torch", CLIP_EXTRA)
+        if model_name not in open_clip.list_models():
+            raise ValueError(f"open_clip has no model {model_name!r}; `python -c \"import open_clip; "
+                             f"print(open_clip.list_models())\"` lists them (e.g. 'ViT-B-32', 'RN50')")
         model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
         tokenizer = open_clip.get_tokenizer(model_name)
         weights = "random" if pretrained is None else Path(pretrained).name if Path(pretrained).is_file() \

@@ -123,6 +123,17 @@ def test_usage_errors_exit_2(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
 
 
+def test_a_param_value_the_method_refuses_exits_2_with_its_reason(tmp_path, capsys):
+    suite = tmp_path / "bad-value.toml"
+    suite.write_text('name = "bad-value"\nbenchmarks = ["omniglot-subset"]\n'
+                     'tests = [{ n_way = 5, n_shot = 1, n_query = 3, episodes = 20 }]\n'
+                     '[[methods]]\nmethod = "protonet"\nparams = { lr = -1.0 }\n'
+                     'train = { n_way = 5, n_shot = 1, n_query = 3, episodes = 10 }\n')
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "method 'protonet': need lr > 0" in err and "Traceback" not in err
+
+
 def test_version_prints_the_package_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

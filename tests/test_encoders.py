@@ -67,6 +67,12 @@ def tiny_clip(name: str, tmp_path: Path, **kwargs) -> OpenCLIPEncoder:
     return OpenCLIPEncoder.create(name, pretrained=None, **kwargs)
 
 
+def test_an_unknown_open_clip_model_is_refused_by_name(no_network):
+    pytest.importorskip("open_clip")
+    with pytest.raises(ValueError, match="open_clip has no model 'no-such-model'.*list_models"):
+        OpenCLIPEncoder.create("no-such-model", pretrained=None)
+
+
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
 def test_tiny_open_clip_encodes_normalised_features_offline(name, tmp_path, no_network):
     encoder = tiny_clip(name, tmp_path, batch_size=2)
