@@ -383,8 +383,8 @@ class TipAdapterFLearner(VisionLanguageLearner):
         self.epochs, self.lr = epochs, float(lr)
         self.views = [AugmentedViewEncoder(pair.image, view) for view in range(train_views)]
 
-    def fine_tuned(self, task: EpisodeTask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One episode's trained keys (S, d), its text prototypes (n_way, d) and query features (Q, d)."""
+    def fine_tuned_keys(self, task: EpisodeTask) -> tuple[torch.Tensor, torch.Tensor]:
+        """One episode's trained keys (S, d) and its text prototypes (n_way, d)."""
         names = None if task.class_names is None else (tuple(task.class_names),)
         text = self.text.of_task(TaskBatch(task.n_way, np.asarray(task.classes, dtype=np.int64)[None], names),
                                  "tip-adapter-f")[0]
@@ -396,13 +396,14 @@ class TipAdapterFLearner(VisionLanguageLearner):
             trained, _ = fine_tune_keys(keys, labels, text, views, labels, self.train_alpha, self.train_beta,
                                         n_epochs=self.epochs, lr=self.lr,
                                         generator=torch.Generator().manual_seed(episode_seed(support)))
-        return trained, text, self.cache.encode(self.image, task.query_x).float()
+        return trained, text
 
     def predict(self, task: EpisodeTask) -> torch.Tensor:
         """Logits (n_query, n_way) of one episode, its keys fine-tuned on views of its support images."""
-        keys, text, query = self.fine_tuned(task)
+        keys, text = self.fine_tuned_keys(task)
         with torch.no_grad():
-            return tip_adapter_logits(query, keys, task.support_y.long(), text, self.alpha, self.beta)
+            return tip_adapter_logits(self.cache.encode(self.image, task.query_x).float(), keys, task.support_y.long(),
+                                      text, self.alpha, self.beta)
 
 
 class ProtoNetFrozenLearner(FrozenImageLearner):
@@ -554,8 +555,12 @@ class ValidationEpisodes:
 
     def episode_task(self, index: int) -> EpisodeTask:
         """Episode ``index`` with its images, as the runner hands it to a predicting learner."""
-        return EpisodeTask(stack_images(self.source, self.support_indices[index]), self.support_labels[index],
-                           stack_images(self.source, self.query_indices[index]), self.task.classes[index],
+        return replace(self.support_task(index), query_x=stack_images(self.source, self.query_indices[index]))
+
+    def support_task(self, index: int) -> EpisodeTask:
+        """Episode ``index`` with its support images and no query image (its query features are ``query``)."""
+        support = stack_images(self.source, self.support_indices[index])
+        return EpisodeTask(support, self.support_labels[index], support[:0], self.task.classes[index],
                            None if self.task.class_names is None else self.task.class_names[index])
 
 
@@ -672,8 +677,9 @@ def choose_tip_adapter_f(make_learner: Callable[[int, float], TipAdapterFLearner
             learner = make_learner(epochs, lr)
             grid, found = None, None
             for index in range(episodes.n_episodes):
-                keys, text, query = learner.fine_tuned(episodes.episode_task(index))
-                found = search_tip_adapter(query, episodes.query_labels[index], keys,
+                task = episodes.support_task(index)  # the queries' features are the episodes' own
+                keys, text = learner.fine_tuned_keys(task)
+                found = search_tip_adapter(episodes.query[index], episodes.query_labels[index], keys,
                                            episodes.support_labels[index], text, betas=betas, alphas=alphas)
                 grid = found.accuracies if grid is None else grid + found.accuracies
             i, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
