@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                     choice = choose_tip_adapter_f(make, subset, args.fine_tune_epochs, args.fine_tune_lrs,
                                                   betas=tip_betas, alphas=tip_alphas)
                     pick = {"alpha": choice.alpha, "beta": choice.beta}
-                    how = (f"keys trained at alpha {TIP_F_INIT_ALPHA:g}, beta {TIP_F_INIT_BETA:g} (the code's init), "
-                           f"then alpha/beta searched on the {tip_grid_text}")
+                    how = (f"keys trained at alpha {TIP_F_INIT_ALPHA:g}, beta {TIP_F_INIT_BETA:g} (code's init), then "
+                           "alpha/beta searched")
                 else:
                     choice = choose_fine_tuning(make, subset, args.fine_tune_epochs, args.fine_tune_lrs)
                     how = "alpha/beta of the training-free pick"
